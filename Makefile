@@ -1,0 +1,38 @@
+# One command runner: README, CI and hooks use these targets.
+PY      ?= python3.11
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+export DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_ENABLED=false
+export DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export TOKENIZERS_PARALLELISM=false
+
+.PHONY: setup run test test-slow lint bench clean
+
+setup: $(BIN)/selfloop
+
+# torch first, pinned: it takes the local CPU wheel; anything unpinned pulls a CUDA build.
+$(BIN)/selfloop: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(BIN)/selfloop
+
+run: setup
+	$(BIN)/selfloop run
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+test-slow: setup
+	$(BIN)/pytest -q -m slow
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf runs

@@ -1,0 +1,138 @@
+"""The ``selfloop`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+QUIET_ENV = {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "TRANSFORMERS_VERBOSITY": "error",
+}
+
+
+class RichReporter:
+    """Progress bars per step and a table row per generation."""
+
+    def __init__(self, levels: list[int]) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = Console()
+        self.levels = levels
+        self.progress = Progress(
+            TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=self.console, transient=True,
+        )
+        self.task = None
+
+    @contextlib.contextmanager
+    def step(self, name: str, total: int | None = None) -> Iterator[None]:
+        with self.progress:
+            self.task = self.progress.add_task(name, total=total)
+            try:
+                yield
+            finally:
+                self.progress.remove_task(self.task)
+                self.task = None
+
+    def advance(self, n: int = 1) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, n)
+
+    def iteration(self, row: dict) -> None:
+        self.console.print(format_row(row, self.levels))
+
+
+def format_row(row: dict, levels: list[int]) -> str:
+    ev = row["eval"]
+    accs = "  ".join(
+        f"L{lv} {ev[str(lv)]['greedy_acc']:6.1%} (p@{ev[str(lv)]['k']} {ev[str(lv)]['pass_at_k']:5.1%})"
+        for lv in levels
+    )
+    extra = ""
+    if "verify" in row:
+        plan = ",".join(f"{k}:{v}" for k, v in row["plan"].items())
+        extra = (f"  accept {row['verify']['acceptance_rate']:5.1%}  +{row['curate']['accepted']:>5}"
+                 f" pool {row['curate']['pool']:>6}  plan[{plan}]")
+    secs = sum(row.get("seconds", {}).values())
+    return f"{row['arm']:>7} gen {row['generation']:>2}  {accs}{extra}  {secs:5.1f}s"
+
+
+def results_table(results: dict, levels: list[int]) -> str:
+    lines = ["| level | base | loop (last) | control (last) |", "|---|---|---|---|"]
+    for lv in levels:
+        k = str(lv)
+        cells = [f"{results['base'][k]['greedy_acc']:.1%}"]
+        for arm in ("loop", "control"):
+            cells.append(f"{results[arm][-1][k]['greedy_acc']:.1%}" if results[arm] else "-")
+        lines.append(f"| {lv} numbers | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from selfloop.config import load_params
+    from selfloop.loop import run
+
+    overrides = list(args.set)
+    if args.iterations is not None:
+        overrides.append(f"run.iterations={args.iterations}")
+    if args.workdir:
+        overrides.append(f"run.workdir={args.workdir}")
+    if args.no_control:
+        overrides.append("run.control=false")
+    params = load_params(args.params, overrides)
+    workdir = Path(params.run.workdir)
+    if workdir.exists() and any(workdir.iterdir()):
+        if not args.fresh:
+            print(f"selfloop: {workdir} already holds a run; pass --fresh to replace it "
+                  "or --workdir DIR to keep it", file=sys.stderr)
+            return 2
+        shutil.rmtree(workdir)
+    rep = RichReporter(params.domain.levels)
+    rep.console.print(f"selfloop run -> {workdir}  ({params.run.iterations} iterations, "
+                      f"control arm {'on' if params.run.control else 'off'})")
+    results = run(params, rep)
+    rep.console.print("\nHeld-out greedy accuracy\n" + results_table(results, params.domain.levels))
+    rep.console.print(f"wall time {results['seconds']['total']:.0f}s; results in {workdir / 'results.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    parser = argparse.ArgumentParser(prog="selfloop", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="bootstrap a base model and run N self-improvement iterations")
+    r.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one parameter (repeatable), e.g. --set train.steps=100")
+    r.add_argument("--iterations", type=int, help="override run.iterations")
+    r.add_argument("--workdir", help="override run.workdir")
+    r.add_argument("--no-control", action="store_true", help="skip the control arm")
+    r.add_argument("--fresh", action="store_true", help="replace an existing run in the workdir")
+    r.set_defaults(func=cmd_run)
+    args = parser.parse_args(argv)
+    from selfloop.config import ConfigError
+
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"selfloop: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Typed, frozen configuration loaded from params.yaml (one section per step).
+
+Every field has help text. Unknown keys and wrong types are errors that name the key,
+so a typo in params.yaml never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors dataclass metadata naming
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: default, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    workdir: str = _f("runs/default", "Directory holding every file the loop writes.")
+    iterations: int = _f(5, "Self-improvement iterations after the base model.")
+    seed: int = _f(0, "Root seed; every step derives its own seed from it.")
+    threads: int = _f(1, "Torch threads per process (1 is fastest for tiny models here).")
+    control: bool = _f(True, "Also run the control arm (same training budget, reference data only).")
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    name: str = _f("countdown", "Task domain. Only 'countdown' exists so far.")
+    num_min: int = _f(1, "Smallest number given in a problem.")
+    num_max: int = _f(9, "Largest number given in a problem.")
+    target_min: int = _f(1, "Smallest target.")
+    target_max: int = _f(99, "Largest target.")
+    levels: list[int] = _f([3, 4, 5], "Levels (how many numbers) the loop may train and is evaluated on.")
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    train_per_level: dict[int, int] = _f(
+        {3: 1000, 4: 100}, "Solved reference examples per level (the real data, made by the solver)."
+    )
+    heldout_per_level: int = _f(500, "Held-out evaluation problems per level (never trained on).")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str | None = _f(None, "A local Hugging Face causal-LM directory to use instead of the default GPT-2.")
+    n_layer: int = _f(3, "Default GPT-2: transformer layers.")
+    n_embd: int = _f(64, "Default GPT-2: width.")
+    n_head: int = _f(4, "Default GPT-2: attention heads.")
+    n_positions: int = _f(96, "Default GPT-2: context length in characters.")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = _f(400, "Optimizer steps per training call.")
+    batch_size: int = _f(64, "Examples per optimizer step.")
+    lr: float = _f(1e-3, "Peak learning rate.")
+    warmup_ratio: float = _f(0.0, "Fraction of steps spent warming up the learning rate.")
+    reference_fraction: float = _f(
+        0.3, "Share of every training batch drawn from the reference data (fixed, not proportional)."
+    )
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    steps: int = _f(2000, "Optimizer steps to train the base model on reference data.")
+    batch_size: int = _f(64, "Examples per optimizer step.")
+    lr: float = _f(3e-3, "Peak learning rate (cosine decay).")
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    problems: int = _f(1500, "New problems generated per iteration.")
+    samples: int = _f(8, "Samples per problem.")
+    temperature: float = _f(1.0, "Sampling temperature.")
+    top_p: float = _f(1.0, "Nucleus sampling threshold.")
+    band_low: float = _f(0.02, "A level is at the frontier when its pass@k is at least this ...")
+    band_high: float = _f(0.9, "... and its greedy accuracy is below this (else it is mastered).")
+    mastered_share: float = _f(0.1, "Share of problems still drawn from mastered levels.")
+    explore_share: float = _f(0.25, "Share of problems from the first level beyond the frontier.")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    batch_size: int = _f(512, "Sequences sampled together (KV cache, left padding).")
+    max_new_tokens: int = _f(48, "Longest response sampled, in tokens.")
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    max_chars: int = _f(200, "Answers longer than this are rejected unread.")
+
+
+@dataclass(frozen=True)
+class CurateConfig:
+    selection: str = _f("distinct", "Which verified answers to keep: 'distinct' (every distinct one), 'one' (one per problem).")
+    cap_per_problem: int = _f(4, "Most accepted answers kept per problem per generation.")
+    accumulate: bool = _f(True, "Keep earlier generations' accepted data in the pool (else replace it).")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    pass_k: int = _f(8, "Samples per held-out problem for pass@k.")
+    temperature: float = _f(1.0, "Temperature of the pass@k samples.")
+
+
+@dataclass(frozen=True)
+class Params:
+    run: RunConfig = field(default_factory=RunConfig)
+    domain: DomainConfig = field(default_factory=DomainConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+class ConfigError(ValueError):
+    """params.yaml or an override names an unknown key or holds a wrong value."""
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (arg,) = typing.get_args(tp)
+        return [_coerce(v, arg, where) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        kt, vt = typing.get_args(tp)
+        return {_coerce(k, kt, where): _coerce(v, vt, where) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    if tp in (int, str) and isinstance(value, tp) and not isinstance(value, bool):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid: {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{name}: expected a mapping")
+            kwargs[name] = _build(tp, value, f"{where}.{name}")
+        else:
+            kwargs[name] = _coerce(value, tp, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``section.key=value`` with a YAML value, e.g. ``train.steps=100``."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form section.key=value")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def load_params(path: str | Path | None = "params.yaml", overrides: list[str] = ()) -> Params:
+    """Params from a YAML file (missing keys take defaults) plus ``section.key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"{p}: no such parameters file")
+        data = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: top level must be a mapping")
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {k} is not a section")
+        node[keys[-1]] = value
+    params = _build(Params, data, "params")
+    validate(params)
+    return params
+
+
+def validate(p: Params) -> None:
+    """Cross-field checks with messages a user can act on."""
+    checks = [
+        (0.0 <= p.train.reference_fraction <= 1.0, "train.reference_fraction must be in [0, 1]"),
+        (p.domain.num_min >= 1, "domain.num_min must be >= 1"),
+        (p.domain.num_min <= p.domain.num_max, "domain.num_min must be <= domain.num_max"),
+        (1 <= p.domain.target_min <= p.domain.target_max, "domain.target_min..target_max must be a range >= 1"),
+        (all(lv >= 2 for lv in p.domain.levels), "domain.levels must all be >= 2"),
+        (p.plan.samples >= 1 and p.plan.problems >= 1, "plan.samples and plan.problems must be >= 1"),
+        (p.plan.temperature > 0, "plan.temperature must be > 0"),
+        (0 < p.plan.top_p <= 1, "plan.top_p must be in (0, 1]"),
+        (p.curate.selection in ("distinct", "one"), "curate.selection must be 'distinct' or 'one'"),
+        (p.train.steps >= 0 and p.train.batch_size >= 1, "train.steps >= 0 and train.batch_size >= 1"),
+        (p.run.iterations >= 0, "run.iterations must be >= 0"),
+        (p.run.threads >= 1, "run.threads must be >= 1"),
+        (p.model.n_embd % p.model.n_head == 0, "model.n_embd must be divisible by model.n_head"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+
+
+def to_dict(p: Params) -> dict[str, Any]:
+    return dataclasses.asdict(p)

@@ -1,0 +1,83 @@
+"""The default model (a GPT-2 built from config with a char-level tokenizer) and loading
+of any local Hugging Face causal-LM directory. Safetensors only, never remote code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
+DONE_MARKER = "COMPLETE"  # written last into a checkpoint directory
+
+
+def build_char_tokenizer(alphabet: str):
+    """A WordLevel tokenizer over single characters, wrapped for transformers/TRL."""
+    from transformers import PreTrainedTokenizerFast
+
+    chars = sorted(set(alphabet))
+    vocab = {tok: i for i, tok in enumerate([PAD, BOS, EOS, *chars])}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=PAD))
+    # Split into single characters and keep every one, spaces included.
+    core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    from tokenizers import decoders
+
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=PAD
+    )
+
+
+def build_gpt2(tokenizer, n_layer: int, n_embd: int, n_head: int, n_positions: int, seed: int):
+    """A randomly initialised GPT-2 sized for the tokenizer (seeded)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def load(path: str | Path):
+    """Model and tokenizer from a local directory (safetensors only, no remote code)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} is not a Hugging Face model directory (no config.json)")
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, use_safetensors=True, trust_remote_code=False
+    )
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    model.eval()
+    return model, tok
+
+
+def save(model, tokenizer, path: str | Path, meta: dict | None = None) -> None:
+    """Save as safetensors; the completion marker is written last."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / DONE_MARKER).unlink(missing_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    (path / DONE_MARKER).write_text(json.dumps(meta or {}, sort_keys=True))
+
+
+def is_complete(path: str | Path) -> bool:
+    return (Path(path) / DONE_MARKER).exists()

@@ -1,0 +1,97 @@
+"""Curate: decide what is worth learning and build the training mix.
+
+Invariants (tested): nothing without a passing verdict is accepted; no held-out problem is
+accepted; duplicates (within a generation and against the pool) are dropped; at most
+``cap_per_problem`` answers per problem per generation; the pool accumulates across
+generations (or is replaced); every training batch holds the same fixed number of
+reference examples, whatever the pool size."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+
+from selfloop.config import CurateConfig
+
+
+def passed(r: dict) -> bool:
+    trace = r.get("verification") or []
+    return bool(trace) and all(v["verdict"] == "pass" for v in trace)
+
+
+def curate(
+    verified: list[dict], pool: list[dict], heldout_ids: set[str], cfg: CurateConfig
+) -> tuple[list[dict], list[dict], dict]:
+    """Returns (accepted records, every candidate's decision, counts by decision)."""
+    in_pool = {r["id"] for r in pool}
+    per_problem: dict[str, int] = defaultdict(int)
+    accepted, decisions = [], []
+    # Most-sampled answers first: with a cap, keep the model's most consistent solutions.
+    order = sorted(range(len(verified)), key=lambda i: (-verified[i].get("count", 1), i))
+    seen: set[str] = set()
+    cap = 1 if cfg.selection == "one" else cfg.cap_per_problem
+    for i in order:
+        r = verified[i]
+        if not passed(r):
+            decision = "rejected_unverified"
+        elif r["problem_id"] in heldout_ids:
+            decision = "rejected_heldout"
+        elif r["id"] in seen or r["id"] in in_pool:
+            decision = "duplicate"
+        elif per_problem[r["problem_id"]] >= cap:
+            decision = "over_cap"
+        else:
+            decision = "accepted"
+            per_problem[r["problem_id"]] += 1
+            accepted.append({**r, "curation": {"decision": decision, "selection": cfg.selection}})
+        seen.add(r["id"])
+        decisions.append({"id": r["id"], "decision": decision})
+    counts = Counter(d["decision"] for d in decisions)
+    return accepted, decisions, dict(sorted(counts.items()))
+
+
+def next_pool(pool: list[dict], accepted: list[dict], accumulate: bool) -> list[dict]:
+    return [*pool, *accepted] if accumulate else list(accepted)
+
+
+def build_mix(
+    reference: list[dict], pool: list[dict], steps: int, batch_size: int,
+    reference_fraction: float, seed: int,
+) -> list[dict]:
+    """One manifest line per optimizer step: the ids of that batch, by origin.
+
+    Each batch takes ``round(reference_fraction * batch_size)`` reference examples, the
+    rest from the synthetic pool (both cycled in seeded random order). With an empty pool
+    the batch is all reference. The count never depends on how much was accepted."""
+    rng = random.Random(seed)
+    n_ref = round(reference_fraction * batch_size) if pool else batch_size
+    n_syn = batch_size - n_ref
+
+    def cycle(rows: list[dict]):
+        ids = [r["id"] for r in rows]
+        while True:
+            order = ids[:]
+            rng.shuffle(order)
+            yield from order
+
+    ref_it, syn_it = cycle(reference), cycle(pool) if pool else iter(())
+    mix = []
+    for step in range(steps):
+        mix.append({
+            "step": step,
+            "reference": [next(ref_it) for _ in range(n_ref)],
+            "synthetic": [next(syn_it) for _ in range(n_syn)],
+        })
+    return mix
+
+
+def mix_makeup(mix: list[dict], pool: list[dict]) -> dict:
+    """Share of the mix by origin, and of the synthetic part by generation."""
+    gen_of = {r["id"]: r["generation"] for r in pool}
+    n_ref = sum(len(m["reference"]) for m in mix)
+    syn = Counter(gen_of[i] for m in mix for i in m["synthetic"])
+    total = n_ref + sum(syn.values())
+    return {
+        "reference_share": n_ref / total if total else 0.0,
+        "synthetic_by_generation": {str(g): c / total for g, c in sorted(syn.items())},
+    }

@@ -1,0 +1,92 @@
+"""Generate: new problems for the plan's levels, k samples per problem, one record per
+distinct (problem, response) with full provenance."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from selfloop.domains import Domain
+from selfloop.generation import Generator, Progress
+from selfloop.records import content_id
+
+
+def new_problems(domain: Domain, plan: dict, excluded: set[str]) -> list[dict]:
+    """Fresh problems per level, seeded by the plan, never a held-out or excluded one."""
+    out, seen = [], set(excluded)
+    for level, count in sorted(plan["problems_per_level"].items(), key=lambda kv: int(kv[0])):
+        rng = random.Random(plan["seed"] * 31 + int(level))
+        got = 0
+        while got < count:
+            problem, _ = domain.make_problem(rng, int(level))
+            if problem["problem_id"] in seen:
+                continue
+            seen.add(problem["problem_id"])
+            out.append(problem)
+            got += 1
+    return out
+
+
+def generate(
+    domain: Domain,
+    generator: Generator,
+    plan: dict,
+    problems: list[dict],
+    checkpoint: dict,
+    progress: Progress | None = None,
+) -> tuple[list[dict], dict]:
+    """Sample ``plan['samples']`` answers per problem. Returns records (duplicates of the same
+    answer to the same problem collapsed, with their count) and raw counts."""
+    prompts = [domain.prompt(p) for p in problems]
+    samples = generator(
+        prompts, plan["samples"], plan["temperature"], plan["top_p"], plan["seed"], progress
+    )
+    sampling = {
+        "temperature": plan["temperature"],
+        "top_p": plan["top_p"],
+        "seed": plan["seed"],
+        "samples_per_problem": plan["samples"],
+    }
+    records = []
+    for problem, prompt, answers in zip(problems, prompts, samples, strict=True):
+        counts = Counter(answers)
+        for response in sorted(counts, key=answers.index):  # first-seen order: deterministic
+            records.append({
+                "id": content_id(domain.name, prompt, response),
+                "origin": "synthetic",
+                "generation": plan["generation"],
+                "domain": domain.name,
+                "level": problem["level"],
+                "problem_id": problem["problem_id"],
+                "problem": {"numbers": problem["numbers"], "target": problem["target"]},
+                "prompt": prompt,
+                "response": response,
+                "count": counts[response],
+                "generator": checkpoint,
+                "sampling": sampling,
+            })
+    stats = {"problems": len(problems), "samples": sum(map(len, samples)), "distinct": len(records)}
+    return records, stats
+
+
+def verify(domain: Domain, records: list[dict], max_chars: int) -> tuple[list[dict], dict]:
+    """Attach the verification trace to every record. Never raises on model output."""
+    out, reasons = [], Counter()
+    correct_samples = total_samples = 0
+    for r in records:
+        v = domain.verify(r["response"], r["problem"], max_chars)
+        reasons[v.reason] += r["count"]
+        total_samples += r["count"]
+        correct_samples += r["count"] * v.correct
+        out.append({
+            **r,
+            "verification": [
+                {"verifier": f"{domain.name}_exact", "score": v.score,
+                 "verdict": "pass" if v.correct else "fail", "reason": v.reason}
+            ],
+        })
+    stats = {
+        "acceptance_rate": correct_samples / total_samples if total_samples else 0.0,
+        "reasons": dict(sorted(reasons.items())),
+    }
+    return out, stats

@@ -1,0 +1,63 @@
+"""Curriculum: choose levels and sampling settings from the last evaluation, aiming at the
+frontier where the model is right sometimes but not always. The plan is data, so a replay
+reproduces it rather than re-deciding it."""
+
+from __future__ import annotations
+
+from selfloop.config import Params
+
+
+def classify(level_eval: dict, p: Params) -> str:
+    if level_eval["greedy_acc"] >= p.plan.band_high:
+        return "mastered"
+    if level_eval["pass_at_k"] >= p.plan.band_low:
+        return "frontier"
+    return "beyond"
+
+
+def make_plan(params: Params, generation: int, last_eval: dict) -> dict:
+    """Split ``plan.problems`` across levels: frontier levels share the bulk, mastered
+    levels keep a small share, and the first level beyond the frontier gets an exploration
+    share so the curriculum can move on."""
+    p = params.plan
+    levels = sorted(params.domain.levels)
+    kinds = {lv: classify(last_eval["levels"][str(lv)], params) for lv in levels}
+    mastered = [lv for lv in levels if kinds[lv] == "mastered"]
+    frontier = [lv for lv in levels if kinds[lv] == "frontier"]
+    beyond = [lv for lv in levels if kinds[lv] == "beyond"]
+    explore = beyond[:1]
+    shares = {lv: 0.0 for lv in levels}
+    budget = 1.0
+    if mastered:
+        for lv in mastered:
+            shares[lv] = p.mastered_share / len(mastered)
+        budget -= p.mastered_share
+    if explore:
+        share = p.explore_share if frontier else budget
+        shares[explore[0]] = share
+        budget -= share
+    if frontier:
+        for lv in frontier:
+            shares[lv] = budget / len(frontier)
+    elif not explore:  # everything mastered: spread the rest evenly
+        for lv in levels:
+            shares[lv] += budget / len(levels)
+    total = sum(shares.values())
+    counts = {lv: round(p.problems * shares[lv] / total) for lv in levels}
+    reasons = {}
+    for lv in levels:
+        e = last_eval["levels"][str(lv)]
+        reasons[str(lv)] = (
+            f"{kinds[lv]}: greedy {e['greedy_acc']:.3f}, pass@{e['k']} {e['pass_at_k']:.3f}"
+            + (" (explore)" if lv in explore else "")
+        )
+    return {
+        "generation": generation,
+        "problems_per_level": {str(lv): c for lv, c in counts.items() if c > 0},
+        "level_status": reasons,
+        "samples": p.samples,
+        "temperature": p.temperature,
+        "top_p": p.top_p,
+        "seed": params.run.seed * 1_000_003 + 101 * generation,
+        "decisions": [],  # monitor interventions are appended here (collapse guard)
+    }
