@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 
-def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors dataclass metadata naming
+def _f(default: Any, help: str) -> Any:
     if isinstance(default, list | dict):
         return field(default_factory=lambda: default, metadata={"help": help})
     return field(default=default, metadata={"help": help})
@@ -39,6 +39,9 @@ class DomainConfig:
     target_min: int = _f(1, "Smallest target.")
     target_max: int = _f(99, "Largest target.")
     levels: list[int] = _f([3, 4, 5], "Levels (how many numbers) the loop may train and is evaluated on.")
+    answer_format: str = _f(
+        "infix", "How the default model writes answers: 'infix' ((9-3)*4) or 'steps' (9-3=6,6*4=24)."
+    )
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,9 @@ class ReferenceConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str | None = _f(None, "A local Hugging Face causal-LM directory to use instead of the default GPT-2.")
+    path: str | None = _f(
+        None, "A local Hugging Face causal-LM directory to use instead of the default GPT-2."
+    )
     n_layer: int = _f(3, "Default GPT-2: transformer layers.")
     n_embd: int = _f(64, "Default GPT-2: width.")
     n_head: int = _f(4, "Default GPT-2: attention heads.")
@@ -102,7 +107,10 @@ class VerifyConfig:
 
 @dataclass(frozen=True)
 class CurateConfig:
-    selection: str = _f("distinct", "Which verified answers to keep: 'distinct' (every distinct one), 'one' (one per problem).")
+    selection: str = _f(
+        "distinct",
+        "Which verified answers to keep: 'distinct' (every distinct one) or 'one' (one per problem).",
+    )
     cap_per_problem: int = _f(4, "Most accepted answers kept per problem per generation.")
     accumulate: bool = _f(True, "Keep earlier generations' accepted data in the pool (else replace it).")
 
@@ -217,7 +225,8 @@ def validate(p: Params) -> None:
         (0.0 <= p.train.reference_fraction <= 1.0, "train.reference_fraction must be in [0, 1]"),
         (p.domain.num_min >= 1, "domain.num_min must be >= 1"),
         (p.domain.num_min <= p.domain.num_max, "domain.num_min must be <= domain.num_max"),
-        (1 <= p.domain.target_min <= p.domain.target_max, "domain.target_min..target_max must be a range >= 1"),
+        (1 <= p.domain.target_min <= p.domain.target_max,
+         "domain.target_min..target_max must be a range >= 1"),
         (all(lv >= 2 for lv in p.domain.levels), "domain.levels must all be >= 2"),
         (p.plan.samples >= 1 and p.plan.problems >= 1, "plan.samples and plan.problems must be >= 1"),
         (p.plan.temperature > 0, "plan.temperature must be > 0"),

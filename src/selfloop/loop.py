@@ -43,6 +43,17 @@ class NullReporter:
         pass
 
 
+def quiet_libraries() -> None:
+    """No per-row progress bars or advisory warnings from datasets/transformers: the loop
+    shows its own progress."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def set_threads(n: int) -> None:
     import torch
 
@@ -109,9 +120,10 @@ def bootstrap(params: Params, ws: Workspace, rep: Reporter) -> None:
     mix = cur.build_mix(reference, [], b.steps, b.batch_size, 1.0, params.run.seed)
     by_id = {r["id"]: r for r in reference}
     with rep.step("bootstrap: train", b.steps):
-        tr.sft(model, tok, tr.mix_to_rows(mix, by_id), steps=b.steps, batch_size=b.batch_size,
-               lr=b.lr, scheduler="cosine", warmup_ratio=0.05, weight_decay=0.0,
-               seed=params.run.seed, max_length=_max_length(params, tok), progress=rep.advance)
+        rows = tr.mix_to_rows(mix, by_id, tok, _max_length(params, tok))
+        tr.sft(model, tok, rows, steps=b.steps, batch_size=b.batch_size, lr=b.lr,
+               scheduler="cosine", warmup_ratio=0.05, weight_decay=0.0, seed=params.run.seed,
+               max_length=_max_length(params, tok), progress=rep.advance)
     write_jsonl(ws.gen(0) / "pool.jsonl", [])
     tr.save_checkpoint(model, tok, ws.model(0), {"generation": 0, "arm": "base"})
 
@@ -162,7 +174,8 @@ def iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
         write_jsonl(d / "mix.jsonl", mix)
     with timer("train"), rep.step(f"gen {g}: train", t.steps):
         by_id = {r["id"]: r for r in (*reference, *pool)}
-        _train(params, model, tok, tr.mix_to_rows(mix, by_id), plan["seed"], rep)
+        _train(params, model, tok, tr.mix_to_rows(mix, by_id, tok, _max_length(params, tok)),
+               plan["seed"], rep)
         tr.save_checkpoint(model, tok, ws.model(g), {"generation": g, "arm": "loop"})
     with timer("evaluate"):
         result = evaluate(params, ws, g, "loop", rep)
@@ -199,7 +212,8 @@ def control_iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> d
     mix = cur.build_mix(reference, [], t.steps, t.batch_size, 1.0, seed)
     write_jsonl(ws.gen(g, "control") / "mix.jsonl", mix)
     with timer("train"), rep.step(f"control {g}: train", t.steps):
-        _train(params, model, tok, tr.mix_to_rows(mix, {r["id"]: r for r in reference}), seed, rep)
+        rows = tr.mix_to_rows(mix, {r["id"]: r for r in reference}, tok, _max_length(params, tok))
+        _train(params, model, tok, rows, seed, rep)
         tr.save_checkpoint(model, tok, ws.model(g, "control"), {"generation": g, "arm": "control"})
     with timer("evaluate"):
         result = evaluate(params, ws, g, "control", rep)
@@ -211,9 +225,27 @@ def control_iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> d
 # ------------------------------------------------------------------ the whole run
 
 
+def control_arm(params: Params) -> None:
+    """Every control iteration, in order (the body of the control process)."""
+    quiet_libraries()
+    set_threads(params.run.threads)
+    ws = Workspace(Path(params.run.workdir))
+    for g in range(1, params.run.iterations + 1):
+        control_iteration(params, ws, g, NullReporter())
+
+
+def _start_control(params: Params):
+    import multiprocessing as mp
+
+    proc = mp.get_context("spawn").Process(target=control_arm, args=(params,), name="selfloop-control")
+    proc.start()
+    return proc
+
+
 def run(params: Params, rep: Reporter | None = None) -> dict:
     """Bootstrap plus ``run.iterations`` generations (and the control arm); returns results."""
     rep = rep or NullReporter()
+    quiet_libraries()
     set_threads(params.run.threads)
     ws = Workspace(Path(params.run.workdir))
     ws.root.mkdir(parents=True, exist_ok=True)
@@ -227,15 +259,26 @@ def run(params: Params, rep: Reporter | None = None) -> dict:
         bootstrap(params, ws, rep)
         base = evaluate(params, ws, 0, "loop", rep)
     rep.iteration({"generation": 0, "arm": "loop", "eval": base["levels"], "seconds": dict(timer.times)})
+    # The control arm needs only the base model: it runs beside the loop in its own
+    # process (tiny models use one core each best; see run.threads).
+    ctl = _start_control(params) if params.run.control and params.run.iterations else None
     rows = []
-    for g in range(1, params.run.iterations + 1):
-        m = iteration(params, ws, g, rep)
-        rows.append(m)
-        rep.iteration(m)
-    control = []
-    if params.run.control:
+    try:
         for g in range(1, params.run.iterations + 1):
-            c = control_iteration(params, ws, g, rep)
+            m = iteration(params, ws, g, rep)
+            rows.append(m)
+            rep.iteration(m)
+    finally:
+        if ctl is not None and ctl.is_alive() and len(rows) < params.run.iterations:
+            ctl.terminate()
+    control = []
+    if ctl is not None:
+        with rep.step("control arm (finishing)"):
+            ctl.join()
+        if ctl.exitcode != 0:
+            raise RuntimeError(f"control arm failed (exit code {ctl.exitcode}); see its log above")
+        for g in range(1, params.run.iterations + 1):
+            c = read_json(ws.gen(g, "control") / "metrics.json")
             control.append(c)
             rep.iteration(c)
     results = {

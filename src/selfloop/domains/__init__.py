@@ -26,7 +26,9 @@ def get_domain(cfg: DomainConfig, template: Callable[[str], str] | None = None) 
     """The configured domain; ``template`` wraps prompts for chat models."""
     if cfg.name != "countdown":
         raise ValueError(f"unknown domain {cfg.name!r}; available: 'countdown'")
-    return Countdown((cfg.num_min, cfg.num_max), (cfg.target_min, cfg.target_max), template)
+    return Countdown(
+        (cfg.num_min, cfg.num_max), (cfg.target_min, cfg.target_max), template, cfg.answer_format
+    )
 
 
 __all__ = ["Domain", "Verdict", "get_domain"]

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from collections.abc import Callable
 from functools import lru_cache
 
 OPS = "+-*/"
@@ -109,7 +109,7 @@ def _reachable(pool: tuple[int, ...]) -> dict[int, str]:
                     if c is None:
                         continue
                     step = f"{x}{op}{y}={c}"
-                    for value, tail in _reachable(tuple(sorted(rest + (c,)))).items():
+                    for value, tail in _reachable(tuple(sorted((*rest, c)))).items():
                         if value not in out:
                             out[value] = step + ("," + tail if tail else "")
     return out
@@ -290,20 +290,28 @@ def verify_answer(answer: str, problem: Problem, max_chars: int = MAX_ANSWER_CHA
     return Verdict(1.0, "correct", str(value))
 
 
+_PREC = {"+": 1, "-": 1, "*": 2, "/": 2}
+
+
 def steps_to_infix(steps: str) -> str:
-    """Rewrite a step-format solution as one infix expression (for chat-style answers)."""
-    exprs: dict[int, list[str]] = {}
-    last = ""
+    """Rewrite a step-format solution as one infix expression with only the parentheses
+    it needs, e.g. ``9-3=6,6*4=24`` -> ``(9-3)*4``."""
+    exprs: dict[int, list[tuple[str, int]]] = {}  # value -> [(expression, precedence)]
+    last = ("", 3)
     for part in steps.split(","):
         m = _STEP.match(part.strip())
         if not m:
             raise ValueError(f"not a step: {part!r}")
-        a, op, b, c = m[1], m[2], m[3], int(m[4])
-        ea = exprs[int(a)].pop() if exprs.get(int(a)) else a
-        eb = exprs[int(b)].pop() if exprs.get(int(b)) else b
-        last = f"({ea}{op}{eb})"
+        a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
+        ea, pa = exprs[a].pop() if exprs.get(a) else (str(a), 3)
+        eb, pb = exprs[b].pop() if exprs.get(b) else (str(b), 3)
+        if pa < _PREC[op]:
+            ea = f"({ea})"
+        if pb < _PREC[op] or (pb == _PREC[op] and op in "-/"):
+            eb = f"({eb})"
+        last = (f"{ea}{op}{eb}", _PREC[op])
         exprs.setdefault(c, []).append(last)
-    return last[1:-1] if last.startswith("(") else last
+    return last[0]
 
 
 def reward(completions: list[str], numbers: list[list[int]], target: list[int], **_: object) -> list[float]:
@@ -325,7 +333,11 @@ class Countdown:
         num_range: tuple[int, int],
         target_range: tuple[int, int],
         template: Callable[[str], str] | None = None,
+        answer_format: str = "infix",
     ) -> None:
+        if answer_format not in ("infix", "steps"):
+            raise ValueError(f"answer_format must be 'infix' or 'steps', not {answer_format!r}")
+        self.answer_format = answer_format
         self.num_range = num_range
         self.target_range = target_range
         self.template = template  # a chat template: instruction prompts, <answer> replies
@@ -340,7 +352,9 @@ class Countdown:
 
     def completion(self, solution: str) -> str:
         """A reference solution as the model should write it."""
-        return f"<answer>{steps_to_infix(solution)}</answer>" if self.template else solution
+        if self.template:
+            return f"<answer>{steps_to_infix(solution)}</answer>"
+        return steps_to_infix(solution) if self.answer_format == "infix" else solution
 
     def verify(self, response: str, problem: dict, max_chars: int = MAX_ANSWER_CHARS) -> Verdict:
         return verify_answer(extract_answer(response), problem_from_dict(problem), max_chars)

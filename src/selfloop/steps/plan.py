@@ -15,6 +15,18 @@ def classify(level_eval: dict, p: Params) -> str:
     return "beyond"
 
 
+def _apportion(n: int, shares: dict[int, float]) -> dict[int, int]:
+    """Split ``n`` in proportion to ``shares`` so the counts sum to exactly ``n``
+    (largest remainder; ties go to the lower level)."""
+    total = sum(shares.values())
+    exact = {k: n * v / total for k, v in shares.items()}
+    counts = {k: int(x) for k, x in exact.items()}
+    by_rest = sorted(shares, key=lambda k: (-(exact[k] - counts[k]), k))
+    for k in by_rest[: n - sum(counts.values())]:
+        counts[k] += 1
+    return counts
+
+
 def make_plan(params: Params, generation: int, last_eval: dict) -> dict:
     """Split ``plan.problems`` across levels: frontier levels share the bulk, mastered
     levels keep a small share, and the first level beyond the frontier gets an exploration
@@ -42,8 +54,7 @@ def make_plan(params: Params, generation: int, last_eval: dict) -> dict:
     elif not explore:  # everything mastered: spread the rest evenly
         for lv in levels:
             shares[lv] += budget / len(levels)
-    total = sum(shares.values())
-    counts = {lv: round(p.problems * shares[lv] / total) for lv in levels}
+    counts = _apportion(p.problems, shares)
     reasons = {}
     for lv in levels:
         e = last_eval["levels"][str(lv)]

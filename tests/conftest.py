@@ -1,0 +1,31 @@
+import os
+
+import pytest
+
+for k, v in {
+    "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
+}.items():
+    os.environ.setdefault(k, v)
+
+TINY = [
+    "run.iterations=1",
+    "run.threads=1",
+    "reference.train_per_level={3: 150, 4: 30}",
+    "reference.heldout_per_level=12",
+    "model.n_layer=1",
+    "model.n_embd=32",
+    "model.n_head=2",
+    "bootstrap.steps=30",
+    "bootstrap.batch_size=16",
+    "plan.problems=40",
+    "plan.samples=4",
+    "train.steps=10",
+    "train.batch_size=16",
+    "evaluate.pass_k=2",
+]
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path):
+    return [*TINY, f"run.workdir={tmp_path / 'run'}"]

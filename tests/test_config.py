@@ -1,0 +1,40 @@
+import dataclasses
+
+import pytest
+
+from selfloop.config import ConfigError, Params, load_params
+
+
+def test_params_yaml_matches_defaults():
+    assert load_params("params.yaml") == Params()
+
+
+def test_overrides_and_types(tmp_path):
+    p = load_params(None, ["train.steps=7", "reference.train_per_level={3: 5, 4: 1}", "model.path=/x"])
+    assert p.train.steps == 7 and p.reference.train_per_level == {3: 5, 4: 1}
+    assert p.model.path == "/x"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.train.steps = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.stpes=1", "unknown key(s) ['stpes']"),
+        ("trian.steps=1", "unknown key(s) ['trian']"),
+        ("train.steps=many", "params.train.steps: expected int"),
+        ("run.control=maybe", "expected true/false"),
+        ("train.reference_fraction=1.5", "reference_fraction must be in [0, 1]"),
+        ("curate.selection=best", "curate.selection"),
+        ("nodots", "not of the form"),
+    ],
+)
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_params(None, [override])
+    assert message in str(e.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such parameters file"):
+        load_params(tmp_path / "nope.yaml")

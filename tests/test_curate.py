@@ -1,0 +1,69 @@
+from collections import Counter
+
+import pytest
+
+from selfloop.config import CurateConfig
+from selfloop.steps.curate import build_mix, curate, mix_makeup, next_pool
+
+
+def rec(i, problem="p1", ok=True, count=1, gen=1):
+    return {
+        "id": f"id{i}", "problem_id": problem, "generation": gen, "count": count,
+        "prompt": "x", "response": str(i),
+        "verification": [{"verifier": "v", "score": float(ok), "verdict": "pass" if ok else "fail",
+                          "reason": "correct" if ok else "wrong_value"}],
+    }
+
+
+def test_only_verified_and_never_heldout():
+    verified = [rec(1), rec(2, ok=False), rec(3, problem="held"), {**rec(4), "verification": []}]
+    accepted, decisions, counts = curate(verified, [], {"held"}, CurateConfig(cap_per_problem=10))
+    assert [r["id"] for r in accepted] == ["id1"]
+    assert counts == {"accepted": 1, "rejected_heldout": 1, "rejected_unverified": 2}
+    assert all(r["curation"]["decision"] == "accepted" for r in accepted)
+    assert len(decisions) == len(verified)
+
+
+def test_cap_keeps_most_sampled_and_dedupes():
+    verified = [rec(1, count=1), rec(2, count=5), rec(3, count=3), rec(2, count=5), rec(9, problem="p2")]
+    accepted, _, counts = curate(verified, [], set(), CurateConfig(cap_per_problem=2))
+    assert [r["id"] for r in accepted] == ["id2", "id3", "id9"]
+    assert counts["duplicate"] == 1 and counts["over_cap"] == 1
+    one, _, _ = curate(verified, [], set(), CurateConfig(selection="one", cap_per_problem=9))
+    assert [r["id"] for r in one] == ["id2", "id9"]
+
+
+def test_duplicates_of_earlier_generations_are_dropped_and_pool_accumulates():
+    pool = [rec(1, gen=1)]
+    accepted, _, counts = curate([rec(1, gen=2), rec(2, gen=2)], pool, set(), CurateConfig())
+    assert [r["id"] for r in accepted] == ["id2"] and counts["duplicate"] == 1
+    assert [r["id"] for r in next_pool(pool, accepted, accumulate=True)] == ["id1", "id2"]
+    assert [r["id"] for r in next_pool(pool, accepted, accumulate=False)] == ["id2"]
+
+
+@pytest.mark.parametrize("pool_size", [1, 7, 5000])
+def test_reference_fraction_is_fixed_per_batch_whatever_the_pool(pool_size):
+    reference = [{"id": f"r{i}"} for i in range(50)]
+    pool = [{"id": f"s{i}", "generation": 1 + i % 3} for i in range(pool_size)]
+    mix = build_mix(reference, pool, steps=20, batch_size=10, reference_fraction=0.3, seed=0)
+    assert len(mix) == 20
+    for m in mix:
+        assert len(m["reference"]) == 3 and len(m["synthetic"]) == 7
+        assert set(m["reference"]) <= {r["id"] for r in reference}
+    makeup = mix_makeup(mix, pool)
+    assert makeup["reference_share"] == pytest.approx(0.3)
+    assert sum(makeup["synthetic_by_generation"].values()) == pytest.approx(0.7)
+
+
+def test_mix_cycles_through_all_examples_and_is_seeded():
+    reference = [{"id": f"r{i}"} for i in range(8)]
+    pool = [{"id": f"s{i}", "generation": 1} for i in range(12)]
+    mix = build_mix(reference, pool, steps=6, batch_size=6, reference_fraction=0.5, seed=1)
+    syn = Counter(i for m in mix for i in m["synthetic"])
+    assert set(syn) == {p["id"] for p in pool}  # 18 draws cover all 12 before repeating
+    assert mix == build_mix(reference, pool, steps=6, batch_size=6, reference_fraction=0.5, seed=1)
+
+
+def test_empty_pool_trains_on_reference_only():
+    mix = build_mix([{"id": "r"}], [], steps=2, batch_size=4, reference_fraction=0.3, seed=0)
+    assert all(len(m["reference"]) == 4 and not m["synthetic"] for m in mix)

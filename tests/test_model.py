@@ -1,0 +1,40 @@
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from selfloop import model as mdl
+from selfloop.domains.countdown import Countdown
+
+
+def test_char_tokenizer_round_trip_and_plain_hf_loading(tmp_path):
+    tok = mdl.build_char_tokenizer(Countdown.alphabet)
+    text = "3 5 7>22:3*5=15,15+7=22"
+    ids = tok(text, add_special_tokens=False).input_ids
+    assert len(ids) == len(text)  # one token per character, spaces kept
+    assert tok.decode(ids) == text
+    assert tok(text + tok.eos_token).input_ids[-1] == tok.eos_token_id
+
+    model = mdl.build_gpt2(tok, n_layer=1, n_embd=16, n_head=2, n_positions=32, seed=0)
+    mdl.save(model, tok, tmp_path / "m", {"x": 1})
+    assert (tmp_path / "m" / "model.safetensors").exists()
+    assert not list((tmp_path / "m").glob("*.bin"))
+    assert mdl.is_complete(tmp_path / "m")
+
+    tok2 = AutoTokenizer.from_pretrained(tmp_path / "m")
+    model2 = AutoModelForCausalLM.from_pretrained(tmp_path / "m", use_safetensors=True)
+    assert tok2.decode(tok2(text, add_special_tokens=False).input_ids) == text
+    x = torch.tensor([ids])
+    assert torch.equal(model(x).logits, model2(x).logits)
+
+
+def test_same_seed_same_weights():
+    tok = mdl.build_char_tokenizer("01")
+    a = mdl.build_gpt2(tok, 1, 8, 2, 8, seed=3).state_dict()
+    b = mdl.build_gpt2(tok, 1, 8, 2, 8, seed=3).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_load_rejects_non_model_dir(tmp_path):
+    import pytest
+
+    with pytest.raises(FileNotFoundError, match="not a Hugging Face model directory"):
+        mdl.load(tmp_path)

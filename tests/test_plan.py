@@ -1,0 +1,30 @@
+from selfloop.config import load_params
+from selfloop.steps.plan import make_plan
+
+
+def ev(**levels):
+    return {"levels": {k[1:]: {"greedy_acc": g, "pass_at_k": p, "k": 8} for k, (g, p) in levels.items()}}
+
+
+P = load_params(None, ["plan.problems=1000"])
+
+
+def test_frontier_gets_the_bulk_and_next_level_is_explored():
+    plan = make_plan(P, 3, ev(L3=(0.95, 1.0), L4=(0.2, 0.5), L5=(0.0, 0.0)))
+    counts = {int(k): v for k, v in plan["problems_per_level"].items()}
+    assert counts == {3: 100, 4: 650, 5: 250}
+    assert plan["level_status"]["5"].startswith("beyond") and "(explore)" in plan["level_status"]["5"]
+    assert plan["generation"] == 3 and plan["decisions"] == []
+
+
+def test_nothing_at_the_frontier_explores_the_first_unsolved_level():
+    plan = make_plan(P, 1, ev(L3=(0.95, 1.0), L4=(0.0, 0.0), L5=(0.0, 0.0)))
+    assert plan["problems_per_level"] == {"3": 100, "4": 900}
+
+
+def test_all_mastered_spreads_evenly_and_plan_is_deterministic():
+    e = ev(L3=(0.99, 1.0), L4=(0.95, 1.0), L5=(0.91, 1.0))
+    plan = make_plan(P, 2, e)
+    assert sum(plan["problems_per_level"].values()) == 1000
+    assert plan == make_plan(P, 2, e)
+    assert plan["seed"] != make_plan(P, 3, e)["seed"]
