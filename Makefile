@@ -19,7 +19,7 @@ $(BIN)/selfloop: pyproject.toml
 	touch $(BIN)/selfloop
 
 run: setup
-	$(BIN)/selfloop run
+	$(BIN)/selfloop run --fresh
 
 test: setup
 	$(BIN)/ruff check .

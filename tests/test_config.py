@@ -13,6 +13,7 @@ def test_overrides_and_types(tmp_path):
     p = load_params(None, ["train.steps=7", "reference.train_per_level={3: 5, 4: 1}", "model.path=/x"])
     assert p.train.steps == 7 and p.reference.train_per_level == {3: 5, 4: 1}
     assert p.model.path == "/x"
+    assert load_params(None, ["train.lr=5e-4"]).train.lr == 5e-4
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.train.steps = 1  # type: ignore[misc]
 

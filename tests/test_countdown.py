@@ -122,3 +122,14 @@ def test_answer_format_choice():
     with pytest.raises(ValueError, match="answer_format"):
         Countdown((1, 9), (1, 99), answer_format="rpn")
     assert Countdown((1, 9), (1, 99)).verify("(2+3)*4", problem).correct
+
+
+def test_exhausted_problem_space_is_an_error_not_a_hang():
+    from selfloop.domains import ProblemSpaceExhausted, draw_problems
+
+    dom = Countdown((1, 2), (1, 99))  # level 2 with digits 1-2: only a handful of problems
+    with pytest.raises(ProblemSpaceExhausted, match="level 2: found only"):
+        draw_problems(dom, random.Random(0), 2, 1000, set(), max_misses=500)
+    taken: set[str] = set()
+    got = draw_problems(dom, random.Random(0), 2, 3, taken)
+    assert len({p["problem_id"] for p, _ in got}) == 3 and len(taken) == 3

@@ -13,6 +13,7 @@ def test_frontier_gets_the_bulk_and_next_level_is_explored():
     plan = make_plan(P, 3, ev(L3=(0.95, 1.0), L4=(0.2, 0.5), L5=(0.0, 0.0)))
     counts = {int(k): v for k, v in plan["problems_per_level"].items()}
     assert counts == {3: 100, 4: 650, 5: 250}
+
     assert plan["level_status"]["5"].startswith("beyond") and "(explore)" in plan["level_status"]["5"]
     assert plan["generation"] == 3 and plan["decisions"] == []
 
@@ -28,3 +29,10 @@ def test_all_mastered_spreads_evenly_and_plan_is_deterministic():
     assert sum(plan["problems_per_level"].values()) == 1000
     assert plan == make_plan(P, 2, e)
     assert plan["seed"] != make_plan(P, 3, e)["seed"]
+
+
+def test_harder_frontier_levels_get_more_problems():
+    plan = make_plan(P, 1, ev(L3=(0.3, 0.6), L4=(0.05, 0.2), L5=(0.0, 0.0)))
+    counts = {int(k): v for k, v in plan["problems_per_level"].items()}
+    # 750 frontier problems split 1/0.6 : 1/0.2 = 1 : 3; 250 explore level 5
+    assert counts == {3: 188, 4: 562, 5: 250}

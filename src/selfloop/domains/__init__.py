@@ -22,6 +22,34 @@ class Domain(Protocol):
     def solve(self, problem: dict) -> str | None: ...
 
 
+class ProblemSpaceExhausted(ValueError):
+    """More distinct problems were asked for than the level's ranges allow."""
+
+
+def draw_problems(
+    domain: Domain, rng: random.Random, level: int, count: int, excluded: set[str],
+    max_misses: int = 20_000,
+) -> list[tuple[dict, str]]:
+    """``count`` new distinct problems (with a solution) not in ``excluded``; the ids drawn
+    are added to ``excluded``. Raises instead of looping forever when the level runs out."""
+    out: list[tuple[dict, str]] = []
+    misses = 0
+    while len(out) < count:
+        problem, solution = domain.make_problem(rng, level)
+        if problem["problem_id"] in excluded:
+            misses += 1
+            if misses > max_misses:
+                raise ProblemSpaceExhausted(
+                    f"level {level}: found only {len(out)} of {count} new distinct problems "
+                    f"({len(excluded)} already taken); lower the count or widen the number/target ranges"
+                )
+            continue
+        misses = 0
+        excluded.add(problem["problem_id"])
+        out.append((problem, solution))
+    return out
+
+
 def get_domain(cfg: DomainConfig, template: Callable[[str], str] | None = None) -> Domain:
     """The configured domain; ``template`` wraps prompts for chat models."""
     if cfg.name != "countdown":
@@ -31,4 +59,4 @@ def get_domain(cfg: DomainConfig, template: Callable[[str], str] | None = None) 
     )
 
 
-__all__ = ["Domain", "Verdict", "get_domain"]
+__all__ = ["Domain", "ProblemSpaceExhausted", "Verdict", "draw_problems", "get_domain"]

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
+from itertools import permutations
 
 OPS = "+-*/"
 MAX_ANSWER_CHARS = 200
@@ -115,9 +116,43 @@ def _reachable(pool: tuple[int, ...]) -> dict[int, str]:
     return out
 
 
+def solvable(problem: Problem) -> bool:
+    """Whether any solution with positive-integer intermediates exists (memoized search)."""
+    return problem.target in _reachable(tuple(sorted(problem.numbers)))
+
+
+def _trees(seq: tuple[int, ...]) -> Iterator[tuple[int, list[str]]]:
+    """Every expression over ``seq`` in this order: (value, steps). Left-fold shapes and
+    the operators in OPS order come first."""
+    if len(seq) == 1:
+        yield seq[0], []
+        return
+    for k in range(len(seq) - 1, 0, -1):
+        for lv, ls in _trees(seq[:k]):
+            for rv, rs in _trees(seq[k:]):
+                for op in OPS:
+                    c = _apply(op, lv, rv)
+                    if c is not None:
+                        yield c, [*ls, *rs, f"{lv}{op}{rv}={c}"]
+
+
 def solve(problem: Problem) -> str | None:
-    """One solution in step format (positive-integer intermediates), or None if none exists."""
-    return _reachable(tuple(sorted(problem.numbers))).get(problem.target)
+    """The canonical solution in step format, or None if the problem has none.
+
+    Canonical = the first found trying the numbers in the order given (then other orders),
+    left-fold shapes first, operators in ``+-*/`` order. One consistent style makes the
+    reference data far easier for a small model to learn than an arbitrary solution."""
+    if not solvable(problem):
+        return None
+    seen: set[tuple[int, ...]] = set()
+    for perm in permutations(problem.numbers):
+        if perm in seen:
+            continue
+        seen.add(perm)
+        for value, steps in _trees(perm):
+            if value == problem.target:
+                return ",".join(steps)
+    raise AssertionError("solvable but no expression found")  # pragma: no cover
 
 
 # ---------------------------------------------------------------- rendering

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from selfloop.domains import Domain
+from selfloop.domains import Domain, draw_problems
 from selfloop.generation import Generator, Progress
 from selfloop.records import content_id
 
@@ -16,14 +16,7 @@ def new_problems(domain: Domain, plan: dict, excluded: set[str]) -> list[dict]:
     out, seen = [], set(excluded)
     for level, count in sorted(plan["problems_per_level"].items(), key=lambda kv: int(kv[0])):
         rng = random.Random(plan["seed"] * 31 + int(level))
-        got = 0
-        while got < count:
-            problem, _ = domain.make_problem(rng, int(level))
-            if problem["problem_id"] in seen:
-                continue
-            seen.add(problem["problem_id"])
-            out.append(problem)
-            got += 1
+        out.extend(p for p, _ in draw_problems(domain, rng, int(level), count, seen))
     return out
 
 

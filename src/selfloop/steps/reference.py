@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 from selfloop.config import Params
-from selfloop.domains import Domain
+from selfloop.domains import Domain, draw_problems
 from selfloop.records import content_id, write_jsonl
 
 HELDOUT_SEED_OFFSET = 7_919  # held-out sets use their own seed stream
@@ -17,14 +17,8 @@ def make_heldout(params: Params, domain: Domain) -> list[dict]:
     rows, seen = [], set()
     for level in params.domain.levels:
         rng = random.Random(params.run.seed * 1_000_003 + HELDOUT_SEED_OFFSET + level)
-        got = 0
-        while got < params.reference.heldout_per_level:
-            problem, solution = domain.make_problem(rng, level)
-            if problem["problem_id"] in seen:
-                continue
-            seen.add(problem["problem_id"])
+        for problem, solution in draw_problems(domain, rng, level, params.reference.heldout_per_level, seen):
             rows.append({**problem, "domain": domain.name, "reference_solution": solution})
-            got += 1
     return rows
 
 
@@ -32,12 +26,7 @@ def make_reference(params: Params, domain: Domain, heldout_ids: set[str]) -> lis
     rows, seen = [], set(heldout_ids)
     for level, count in sorted(params.reference.train_per_level.items()):
         rng = random.Random(params.run.seed * 1_000_003 + level)
-        got = 0
-        while got < count:
-            problem, _ = domain.make_problem(rng, level)
-            if problem["problem_id"] in seen:
-                continue
-            seen.add(problem["problem_id"])
+        for problem, _ in draw_problems(domain, rng, level, count, seen):
             solution = domain.solve(problem)  # the exact solver, not the construction
             prompt, response = domain.prompt(problem), domain.completion(solution)
             rows.append({
@@ -52,7 +41,6 @@ def make_reference(params: Params, domain: Domain, heldout_ids: set[str]) -> lis
                 "response": response,
                 "source": "exact_solver",
             })
-            got += 1
     return rows
 
 

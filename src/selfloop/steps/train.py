@@ -54,7 +54,7 @@ def sft(
 ):
     """Run SFT over ``rows`` in order (exactly ``steps`` batches) and return the model."""
     from datasets import Dataset
-    from transformers import TrainerCallback
+    from transformers import PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     if steps == 0:
@@ -101,6 +101,7 @@ def sft(
             processing_class=tokenizer,
             callbacks=[_Progress()],
         )
+        trainer.remove_callback(PrinterCallback)  # it prints a metrics dict; the caller reports
         trainer.train()
     model.eval()
     return model

@@ -1,0 +1,117 @@
+"""Benchmarks: `make bench` (or `python benchmarks/run.py [--quick]`).
+
+Writes benchmarks/results/<name>.json and benchmarks/results/SUMMARY.md; every figure is
+stored with the command that produced it. Timings are medians of repeated runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent / "src"))
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_verifier(quick: bool) -> dict:
+    """Countdown candidates verified per second on one core (a realistic mix of answers)."""
+    from selfloop.domains.countdown import random_problem, steps_to_infix, verify_answer
+
+    rng = random.Random(0)
+    cases = []
+    for i in range(20_000 if not quick else 2_000):
+        problem, steps = random_problem(rng, 3 + i % 3, (1, 9), (1, 99))
+        good = steps_to_infix(steps)
+        answer = [good, good[:-1] + "1", good.replace("+", "*", 1), "", "(" + good][i % 5]
+        cases.append((answer, problem))
+
+    def run():
+        for a, p in cases:
+            verify_answer(a, p)
+
+    sec = median_time(run, 3 if quick else 5)
+    return {"candidates": len(cases), "seconds": round(sec, 4),
+            "candidates_per_second_per_core": round(len(cases) / sec)}
+
+
+def bench_generation(quick: bool, threads: int) -> dict:
+    """Tokens sampled per second by batch size for the default model (untrained weights:
+    sampling cost does not depend on what the weights are; max_new_tokens fixed, no EOS)."""
+    import torch
+
+    from selfloop import model as mdl
+    from selfloop.config import Params
+    from selfloop.domains import get_domain
+
+    torch.set_num_threads(threads)
+    p = Params()
+    domain = get_domain(p.domain)
+    tok = mdl.build_char_tokenizer(domain.alphabet)
+    model = mdl.build_gpt2(tok, p.model.n_layer, p.model.n_embd, p.model.n_head, p.model.n_positions, 0)
+    model.eval()
+    tok.padding_side = "left"
+    rng = random.Random(0)
+    new_tokens = 16
+    curve = {}
+    for bs in ([64, 256] if quick else [16, 64, 256, 512, 1024, 2048]):
+        prompts = [domain.prompt(domain.make_problem(rng, 4)[0]) for _ in range(bs)]
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+        def run(enc=enc):
+            with torch.inference_mode():
+                model.generate(**enc, do_sample=True, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                               pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+
+        sec = median_time(run, 3)
+        curve[str(bs)] = round(bs * new_tokens / sec)
+    best = max(curve, key=curve.get)
+    return {"threads": threads, "new_tokens": new_tokens, "tokens_per_second_by_batch": curve,
+            "best_batch": int(best), "best_tokens_per_second": curve[best]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="small sizes (seconds), for a smoke check")
+    ap.add_argument("--out", default=str(ROOT / "results"))
+    args = ap.parse_args()
+    cmd = "python benchmarks/run.py" + (" --quick" if args.quick else "")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"command": cmd, "python": platform.python_version(), "machine": platform.machine(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    results = {
+        "verifier": bench_verifier(args.quick),
+        "generation_1_thread": bench_generation(args.quick, 1),
+        "generation_2_threads": bench_generation(args.quick, 2),
+    }
+    for name, r in results.items():
+        (out / f"{name}.json").write_text(json.dumps({**meta, **r}, indent=2) + "\n")
+    lines = [f"# Benchmark summary\n\nCommand: `{cmd}` ({meta['date']}, Python {meta['python']}, "
+             f"{meta['machine']})\n",
+             f"- verifier: {results['verifier']['candidates_per_second_per_core']:,} candidates/s on one core",
+             ]
+    for key in ("generation_1_thread", "generation_2_threads"):
+        g = results[key]
+        lines.append(f"- generation ({g['threads']} thread(s)): best {g['best_tokens_per_second']:,} tokens/s "
+                     f"at batch {g['best_batch']}; by batch: {g['tokens_per_second_by_batch']}")
+    (out / "SUMMARY.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
