@@ -102,12 +102,12 @@ def main() -> int:
         (out / f"{name}.json").write_text(json.dumps({**meta, **r}, indent=2) + "\n")
     lines = [f"# Benchmark summary\n\nCommand: `{cmd}` ({meta['date']}, Python {meta['python']}, "
              f"{meta['machine']})\n",
-             f"- verifier: {results['verifier']['candidates_per_second_per_core']:,} candidates/s on one core",
-             ]
+             f"- verifier: {results['verifier']['candidates_per_second_per_core']:,} "
+             "candidates/s on one core"]
     for key in ("generation_1_thread", "generation_2_threads"):
         g = results[key]
-        lines.append(f"- generation ({g['threads']} thread(s)): best {g['best_tokens_per_second']:,} tokens/s "
-                     f"at batch {g['best_batch']}; by batch: {g['tokens_per_second_by_batch']}")
+        lines.append(f"- generation ({g['threads']} thread(s)): best {g['best_tokens_per_second']:,} "
+                     f"tokens/s at batch {g['best_batch']}; by batch: {g['tokens_per_second_by_batch']}")
     (out / "SUMMARY.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
