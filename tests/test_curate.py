@@ -67,3 +67,11 @@ def test_mix_cycles_through_all_examples_and_is_seeded():
 def test_empty_pool_trains_on_reference_only():
     mix = build_mix([{"id": "r"}], [], steps=2, batch_size=4, reference_fraction=0.3, seed=0)
     assert all(len(m["reference"]) == 4 and not m["synthetic"] for m in mix)
+
+
+def test_training_guard_refuses_heldout_problems():
+    from selfloop.steps.curate import HeldoutLeak, assert_no_heldout
+
+    assert_no_heldout([rec(1), rec(2, problem="p2")], {"p9"})
+    with pytest.raises(HeldoutLeak, match=r"1 training record\(s\) share a held-out problem, e.g. \['id2'\]"):
+        assert_no_heldout([rec(1), rec(2, problem="held")], {"held"})

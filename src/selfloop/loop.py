@@ -108,8 +108,10 @@ def make_data(params: Params, ws: Workspace) -> dict:
     return ref.run(params, domain_for(params, tok), ws.data)
 
 
-def _max_length(params: Params, tok) -> int:
-    return params.model.n_positions if not params.model.path else min(tok.model_max_length, 1024)
+def _max_length(model) -> int:
+    """Longest training sequence: the model's own context size (capped for CPU memory)."""
+    cfg = model.config
+    return min(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", 1024), 1024)
 
 
 def bootstrap(params: Params, ws: Workspace, rep: Reporter) -> None:
@@ -120,10 +122,10 @@ def bootstrap(params: Params, ws: Workspace, rep: Reporter) -> None:
     mix = cur.build_mix(reference, [], b.steps, b.batch_size, 1.0, params.run.seed)
     by_id = {r["id"]: r for r in reference}
     with rep.step("bootstrap: train", b.steps):
-        rows = tr.mix_to_rows(mix, by_id, tok, _max_length(params, tok))
+        rows = tr.mix_to_rows(mix, by_id, tok, _max_length(model))
         tr.sft(model, tok, rows, steps=b.steps, batch_size=b.batch_size, lr=b.lr,
                scheduler="cosine", warmup_ratio=0.05, weight_decay=0.0, seed=params.run.seed,
-               max_length=_max_length(params, tok), progress=rep.advance)
+               max_length=_max_length(model), progress=rep.advance)
     write_jsonl(ws.gen(0) / "pool.jsonl", [])
     tr.save_checkpoint(model, tok, ws.model(0), {"generation": 0, "arm": "base"})
 
@@ -152,6 +154,7 @@ def iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
         write_json(d / "plan.json", plan)
     with timer("generate"):
         problems = gen.new_problems(domain, plan, heldout_ids)
+        planned = sum(plan["problems_per_level"].values())
         with rep.step(f"gen {g}: generate", len(problems)):
             ckpt = tr.checkpoint_info(ws.model(g - 1))
             candidates, gstats = gen.generate(domain, _generator(params, model, tok), plan,
@@ -174,7 +177,8 @@ def iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
         write_jsonl(d / "mix.jsonl", mix)
     with timer("train"), rep.step(f"gen {g}: train", t.steps):
         by_id = {r["id"]: r for r in (*reference, *pool)}
-        _train(params, model, tok, tr.mix_to_rows(mix, by_id, tok, _max_length(params, tok)),
+        cur.assert_no_heldout(by_id.values(), heldout_ids)
+        _train(params, model, tok, tr.mix_to_rows(mix, by_id, tok, _max_length(model)),
                plan["seed"], rep)
         tr.save_checkpoint(model, tok, ws.model(g), {"generation": g, "arm": "loop"})
     with timer("evaluate"):
@@ -183,7 +187,7 @@ def iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
         "generation": g,
         "arm": "loop",
         "plan": plan["problems_per_level"],
-        "generate": gstats,
+        "generate": {**gstats, "planned": planned},
         "verify": vstats,
         "curate": {**cstats, "accepted": len(accepted), "pool": len(pool),
                    **cur.mix_makeup(mix, pool)},
@@ -198,7 +202,7 @@ def _train(params: Params, model, tok, rows: list[dict], seed: int, rep: Reporte
     t = params.train
     tr.sft(model, tok, rows, steps=t.steps, batch_size=t.batch_size, lr=t.lr,
            scheduler="constant_with_warmup", warmup_ratio=t.warmup_ratio,
-           weight_decay=t.weight_decay, seed=seed, max_length=_max_length(params, tok),
+           weight_decay=t.weight_decay, seed=seed, max_length=_max_length(model),
            progress=rep.advance)
 
 
@@ -212,7 +216,7 @@ def control_iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> d
     mix = cur.build_mix(reference, [], t.steps, t.batch_size, 1.0, seed)
     write_jsonl(ws.gen(g, "control") / "mix.jsonl", mix)
     with timer("train"), rep.step(f"control {g}: train", t.steps):
-        rows = tr.mix_to_rows(mix, {r["id"]: r for r in reference}, tok, _max_length(params, tok))
+        rows = tr.mix_to_rows(mix, {r["id"]: r for r in reference}, tok, _max_length(model))
         _train(params, model, tok, rows, seed, rep)
         tr.save_checkpoint(model, tok, ws.model(g, "control"), {"generation": g, "arm": "control"})
     with timer("evaluate"):

@@ -50,6 +50,17 @@ def curate(
     return accepted, decisions, dict(sorted(counts.items()))
 
 
+class HeldoutLeak(RuntimeError):
+    """A training record's problem is in the held-out evaluation set."""
+
+
+def assert_no_heldout(records, heldout_ids: set[str]) -> None:
+    """The last guard before training: no training record may share a held-out problem."""
+    leaked = sorted({r["id"] for r in records if r["problem_id"] in heldout_ids})
+    if leaked:
+        raise HeldoutLeak(f"{len(leaked)} training record(s) share a held-out problem, e.g. {leaked[:5]}")
+
+
 def next_pool(pool: list[dict], accepted: list[dict], accumulate: bool) -> list[dict]:
     return [*pool, *accepted] if accumulate else list(accepted)
 

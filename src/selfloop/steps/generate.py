@@ -12,11 +12,13 @@ from selfloop.records import content_id
 
 
 def new_problems(domain: Domain, plan: dict, excluded: set[str]) -> list[dict]:
-    """Fresh problems per level, seeded by the plan, never a held-out or excluded one."""
+    """Fresh problems per level, seeded by the plan, never a held-out or excluded one;
+    fewer than planned when a level has no more (``generate`` stats show the count)."""
     out, seen = [], set(excluded)
     for level, count in sorted(plan["problems_per_level"].items(), key=lambda kv: int(kv[0])):
         rng = random.Random(plan["seed"] * 31 + int(level))
-        out.extend(p for p, _ in draw_problems(domain, rng, int(level), count, seen))
+        # A small level may hold fewer unseen problems than planned: take all there are.
+        out.extend(p for p, _ in draw_problems(domain, rng, int(level), count, seen, strict=False))
     return out
 
 

@@ -1,0 +1,34 @@
+"""Any local Hugging Face causal-LM directory works in place of the default model; with a
+chat template, prompts are instructions and answers come inside <answer> tags."""
+
+import string
+
+from selfloop import model as mdl
+from selfloop.config import load_params
+from selfloop.loop import run
+from selfloop.records import read_jsonl
+
+TEMPLATE = (
+    "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}[assistant] {% endif %}"
+)
+
+
+def test_loop_runs_on_a_local_chat_model(tmp_path, tiny_overrides):
+    tok = mdl.build_char_tokenizer(string.printable)
+    tok.chat_template = TEMPLATE
+    model = mdl.build_gpt2(tok, n_layer=1, n_embd=32, n_head=2, n_positions=320, seed=0)
+    mdl.save(model, tok, tmp_path / "mine")
+
+    params = load_params(None, [*tiny_overrides, f"model.path={tmp_path / 'mine'}", "run.control=false",
+                                "generate.max_new_tokens=24"])
+    results = run(params)
+    assert len(results["loop"]) == 1
+    root = tmp_path / "run"
+    ref = read_jsonl(root / "data" / "reference.jsonl")[0]
+    assert ref["prompt"].startswith("[user] Using the numbers") and ref["prompt"].endswith("[assistant] ")
+    assert ref["response"].startswith("<answer>") and ref["response"].endswith("</answer>")
+    cand = read_jsonl(root / "gen_001" / "candidates.jsonl")
+    assert cand and all(c["prompt"].startswith("[user] ") for c in cand)
+    loaded, _ = mdl.load(root / "gen_001" / "model")
+    assert loaded.config.n_positions == 320
