@@ -38,3 +38,29 @@ def test_load_rejects_non_model_dir(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="not a Hugging Face model directory"):
         mdl.load(tmp_path)
+
+
+def test_sft_runs_without_activation_checkpointing(monkeypatch):
+    """TRL defaults to activation checkpointing; it only costs time for small models."""
+    import trl
+
+    from selfloop.steps import train as tr
+
+    seen = {}
+    real = trl.SFTConfig
+
+    def spy(*a, **kw):
+        cfg = real(*a, **kw)
+        seen["ac"] = cfg.activation_checkpointing
+        return cfg
+
+    monkeypatch.setattr(trl, "SFTConfig", spy)
+    tok = mdl.build_char_tokenizer("0123456789+")
+    model = mdl.build_gpt2(tok, 1, 16, 2, 16, seed=0)
+    rows = tr.mix_to_rows([{"reference": ["a", "a"], "synthetic": []}],
+                          {"a": {"prompt": "1+1", "response": "2"}}, tok, 16)
+    assert rows["labels"][0][:3] == [-100, -100, -100]  # no loss on the prompt
+    assert rows["input_ids"][0][-1] == tok.eos_token_id
+    tr.sft(model, tok, rows, steps=1, batch_size=2, lr=1e-3, scheduler="constant", warmup_ratio=0.0,
+           weight_decay=0.0, seed=0, max_length=16)
+    assert seen["ac"] is False

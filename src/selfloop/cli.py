@@ -30,7 +30,7 @@ class RichReporter:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.console = Console()
+        self.console = Console(soft_wrap=True)  # rows stay whole when piped to a file
         self.levels = levels
         self.progress = Progress(
             TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),

@@ -83,6 +83,7 @@ def sft(
             use_cpu=True,
             bf16=False,
             fp16=False,
+            activation_checkpointing=False,  # TRL turns it on by default: pure cost for tiny models
             report_to="none",
             save_strategy="no",
             logging_strategy="no",
