@@ -71,14 +71,28 @@ def format_row(row: dict, levels: list[int]) -> str:
     return f"{row['arm']:>7} gen {row['generation']:>2}  {accs}{extra}  {secs:5.1f}s"
 
 
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.1f}x" if b > 0 else ("-" if a == 0 else "inf")
+
+
+def _cell(ev: dict | None, k: str) -> str:
+    return "-" if ev is None else f"{ev[k]['greedy_acc']:.1%} ({ev[k]['pass_at_k']:.1%})"
+
+
 def results_table(results: dict, levels: list[int]) -> str:
-    lines = ["| level | base | loop (last) | control (last) |", "|---|---|---|---|"]
+    """Markdown: held-out greedy accuracy (pass@k) of base, last loop and last control models."""
+    base = results["base"]
+    loop = results["loop"][-1] if results["loop"] else None
+    ctl = results["control"][-1] if results["control"] else None
+    lines = ["| level | base | loop (last) | control (last) | loop / base | loop / control |",
+             "|---|---|---|---|---|---|"]
     for lv in levels:
         k = str(lv)
-        cells = [f"{results['base'][k]['greedy_acc']:.1%}"]
-        for arm in ("loop", "control"):
-            cells.append(f"{results[arm][-1][k]['greedy_acc']:.1%}" if results[arm] else "-")
-        lines.append(f"| {lv} numbers | " + " | ".join(cells) + " |")
+        acc = {name: ev[k]["greedy_acc"] for name, ev in (("base", base), ("loop", loop), ("ctl", ctl)) if ev}
+        vs_base = _ratio(acc["loop"], acc["base"]) if loop else "-"
+        vs_ctl = _ratio(acc["loop"], acc["ctl"]) if loop and ctl else "-"
+        lines.append(f"| {lv} numbers | {_cell(base, k)} | {_cell(loop, k)} | {_cell(ctl, k)} | "
+                     f"{vs_base} | {vs_ctl} |")
     return "\n".join(lines)
 
 
@@ -104,8 +118,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     rep = RichReporter(params.domain.levels)
     rep.console.print(f"selfloop run -> {workdir}  ({params.run.iterations} iterations, "
                       f"control arm {'on' if params.run.control else 'off'})")
+    rep.console.print("rows: arm, generation, held-out greedy accuracy per level (pass@k), acceptance, "
+                      "accepted answers, pool size, problems per level, step seconds")
     results = run(params, rep)
-    rep.console.print("\nHeld-out greedy accuracy\n" + results_table(results, params.domain.levels))
+    rep.console.print("\nHeld-out greedy accuracy (pass@k in brackets)\n"
+                      + results_table(results, params.domain.levels))
     rep.console.print(f"wall time {results['seconds']['total']:.0f}s; results in {workdir / 'results.json'}")
     return 0
 
