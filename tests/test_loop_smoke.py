@@ -60,3 +60,19 @@ def test_reference_data_is_solver_made_and_disjoint_from_heldout(tiny_overrides)
     assert len(ref) == 180 and not ids & {r["problem_id"] for r in ref}
     assert all(domain.verify(r["response"], r["problem"]).correct for r in ref)
     assert ref == reference.make_reference(params, domain, ids)  # seeded
+
+
+def test_same_params_same_files_wherever_the_run_lives(tmp_path, tiny_overrides):
+    """Sampling and training are deterministic on CPU: two runs give identical bytes."""
+    from selfloop.records import file_sha256
+
+    roots = []
+    for name in ("a", "b"):
+        overrides = [o for o in tiny_overrides if not o.startswith("run.workdir=")]
+        params = load_params(None, [*overrides, f"run.workdir={tmp_path / name}", "run.control=false"])
+        run(params)
+        roots.append(tmp_path / name)
+    for rel in ("data/reference.jsonl", "gen_000/model/model.safetensors", "gen_001/candidates.jsonl",
+                "gen_001/verified.jsonl", "gen_001/mix.jsonl", "gen_001/model/model.safetensors",
+                "gen_001/eval.json"):
+        assert file_sha256(roots[0] / rel) == file_sha256(roots[1] / rel), rel

@@ -156,7 +156,7 @@ def iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
         problems = gen.new_problems(domain, plan, heldout_ids)
         planned = sum(plan["problems_per_level"].values())
         with rep.step(f"gen {g}: generate", len(problems)):
-            ckpt = tr.checkpoint_info(ws.model(g - 1))
+            ckpt = tr.checkpoint_info(ws.model(g - 1), ws.root)
             candidates, gstats = gen.generate(domain, _generator(params, model, tok), plan,
                                               problems, ckpt, rep.advance)
         write_jsonl(d / "candidates.jsonl", candidates)
