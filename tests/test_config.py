@@ -1,4 +1,5 @@
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -6,7 +7,11 @@ from selfloop.config import ConfigError, Params, load_params
 
 
 def test_params_yaml_matches_defaults():
+    import runpy
+
     assert load_params("params.yaml") == Params()
+    render = runpy.run_path("scripts/write_params.py")["render"]
+    assert Path("params.yaml").read_text() == render(), "run: python scripts/write_params.py"
 
 
 def test_overrides_and_types(tmp_path):

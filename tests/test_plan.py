@@ -34,5 +34,5 @@ def test_all_mastered_spreads_evenly_and_plan_is_deterministic():
 def test_harder_frontier_levels_get_more_problems():
     plan = make_plan(P, 1, ev(L3=(0.3, 0.6), L4=(0.05, 0.2), L5=(0.0, 0.0)))
     counts = {int(k): v for k, v in plan["problems_per_level"].items()}
-    # 750 frontier problems split 1/0.6 : 1/0.2 = 1 : 3; 250 explore level 5
-    assert counts == {3: 188, 4: 562, 5: 250}
+    # 750 frontier problems split 0.6**-0.5 : 0.2**-0.5 = 1 : 1.73; 250 explore level 5
+    assert counts == {3: 275, 4: 475, 5: 250}

@@ -27,7 +27,9 @@ class RunConfig:
     workdir: str = _f("runs/default", "Directory holding every file the loop writes.")
     iterations: int = _f(5, "Self-improvement iterations after the base model.")
     seed: int = _f(0, "Root seed; every step derives its own seed from it.")
-    threads: int = _f(1, "Torch threads per process (1 is fastest for tiny models here).")
+    threads: int = _f(
+        1, "Torch threads per process; the loop and the control arm run side by side, one core each."
+    )
     control: bool = _f(True, "Also run the control arm (same training budget, reference data only).")
 
 
@@ -47,7 +49,8 @@ class DomainConfig:
 @dataclass(frozen=True)
 class ReferenceConfig:
     train_per_level: dict[int, int] = _f(
-        {3: 1000, 4: 100}, "Solved reference examples per level (the real data, made by the solver)."
+        {3: 1000, 4: 100, 5: 30},
+        "Solved reference examples per level (the real data, made by the exact solver).",
     )
     heldout_per_level: int = _f(500, "Held-out evaluation problems per level (never trained on).")
 
@@ -65,7 +68,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = _f(400, "Optimizer steps per training call.")
+    steps: int = _f(300, "Optimizer steps per training call.")
     batch_size: int = _f(64, "Examples per optimizer step.")
     lr: float = _f(1e-3, "Peak learning rate.")
     warmup_ratio: float = _f(0.0, "Fraction of steps spent warming up the learning rate.")
@@ -84,14 +87,14 @@ class BootstrapConfig:
 
 @dataclass(frozen=True)
 class PlanConfig:
-    problems: int = _f(1500, "New problems generated per iteration.")
+    problems: int = _f(6000, "New problems generated per iteration.")
     samples: int = _f(8, "Samples per problem.")
     temperature: float = _f(1.0, "Sampling temperature.")
     top_p: float = _f(1.0, "Nucleus sampling threshold.")
     band_low: float = _f(0.02, "A level is at the frontier when its pass@k is at least this ...")
     band_high: float = _f(0.9, "... and its greedy accuracy is below this (else it is mastered).")
     mastered_share: float = _f(0.1, "Share of problems still drawn from mastered levels.")
-    explore_share: float = _f(0.25, "Share of problems from the first level beyond the frontier.")
+    explore_share: float = _f(0.1, "Share of problems from the first level beyond the frontier.")
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ class CurateConfig:
         "distinct",
         "Which verified answers to keep: 'distinct' (every distinct one) or 'one' (one per problem).",
     )
-    cap_per_problem: int = _f(4, "Most accepted answers kept per problem per generation.")
+    cap_per_problem: int = _f(2, "Most accepted answers kept per problem per generation.")
     accumulate: bool = _f(True, "Keep earlier generations' accepted data in the pool (else replace it).")
 
 

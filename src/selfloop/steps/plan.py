@@ -28,8 +28,8 @@ def _apportion(n: int, shares: dict[int, float]) -> dict[int, int]:
 
 
 def make_plan(params: Params, generation: int, last_eval: dict) -> dict:
-    """Split ``plan.problems`` across levels: frontier levels share the bulk (in inverse
-    proportion to their pass@k), mastered levels keep a small share, and the first level
+    """Split ``plan.problems`` across levels: frontier levels share the bulk (weighted by
+    1/sqrt(pass@k)), mastered levels keep a small share, and the first level
     beyond the frontier gets an exploration share so the curriculum can move on."""
     p = params.plan
     levels = sorted(params.domain.levels)
@@ -49,9 +49,10 @@ def make_plan(params: Params, generation: int, last_eval: dict) -> dict:
         shares[explore[0]] = share
         budget -= share
     if frontier:
-        # Inverse to pass@k: each frontier level should yield about as many solved
-        # problems as the others, so the harder ones get more problems.
-        weight = {lv: 1.0 / max(last_eval["levels"][str(lv)]["pass_at_k"], p.band_low) for lv in frontier}
+        # Harder frontier levels get more problems (weight 1/sqrt(pass@k)): they yield
+        # fewer solved problems each. Fully inverse weighting starved a level that was still
+        # improving as soon as the next one entered the frontier.
+        weight = {lv: max(last_eval["levels"][str(lv)]["pass_at_k"], p.band_low) ** -0.5 for lv in frontier}
         for lv in frontier:
             shares[lv] = budget * weight[lv] / sum(weight.values())
     elif not explore:  # everything mastered: spread the rest evenly
