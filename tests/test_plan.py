@@ -6,7 +6,8 @@ def ev(**levels):
     return {"levels": {k[1:]: {"greedy_acc": g, "pass_at_k": p, "k": 8} for k, (g, p) in levels.items()}}
 
 
-P = load_params(None, ["plan.problems=1000"])
+P = load_params(None, ["plan.problems=1000", "plan.explore_share=0.25", "plan.mastered_share=0.1",
+                        "plan.band_low=0.02", "plan.band_high=0.9"])
 
 
 def test_frontier_gets_the_bulk_and_next_level_is_explored():
