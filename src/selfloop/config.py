@@ -68,12 +68,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = _f(300, "Optimizer steps per training call.")
+    steps: int = _f(400, "Optimizer steps per training call.")
     batch_size: int = _f(64, "Examples per optimizer step.")
     lr: float = _f(1e-3, "Peak learning rate.")
     warmup_ratio: float = _f(0.0, "Fraction of steps spent warming up the learning rate.")
     reference_fraction: float = _f(
-        0.3, "Share of every training batch drawn from the reference data (fixed, not proportional)."
+        0.2, "Share of every training batch drawn from the reference data (fixed, not proportional)."
     )
     weight_decay: float = _f(0.0, "AdamW weight decay.")
 
