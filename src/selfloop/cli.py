@@ -35,6 +35,7 @@ class RichReporter:
         self.progress = Progress(
             TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), console=self.console, transient=True,
+            disable=not self.console.is_terminal,  # bars only on a terminal; logs get the rows
         )
         self.task = None
 
