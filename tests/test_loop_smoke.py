@@ -44,7 +44,11 @@ def test_tiny_loop_writes_every_step_with_provenance(tiny_overrides):
         assert len(m["reference"]) == n_ref and set(m["reference"]) <= reference_ids
     metrics = read_json(g1 / "metrics.json")
     assert metrics["curate"]["accepted"] == len(read_jsonl(g1 / "accepted.jsonl"))
-    assert set(metrics["seconds"]) == {"plan", "generate", "verify", "curate", "train", "evaluate"}
+    assert set(metrics["seconds"]) == {"plan", "generate", "verify", "validate", "curate", "train",
+                                       "evaluate"}
+    for kind in ("candidates", "accepted", "mix"):
+        assert read_json(g1 / "validation" / f"{kind}.json")["success"]
+    assert read_json(root / "data" / "validation" / "reference.json")["success"]
 
 
 def test_reference_data_is_solver_made_and_disjoint_from_heldout(tiny_overrides):
@@ -76,3 +80,32 @@ def test_same_params_same_files_wherever_the_run_lives(tmp_path, tiny_overrides)
                 "gen_001/verified.jsonl", "gen_001/mix.jsonl", "gen_001/model/model.safetensors",
                 "gen_001/eval.json"):
         assert file_sha256(roots[0] / rel) == file_sha256(roots[1] / rel), rel
+
+
+def test_a_corrupted_batch_is_stopped_before_training(tiny_overrides, monkeypatch, capsys):
+    """A candidate that lost its verdict fails the candidates suite: the iteration stops,
+    the batch stays on disk, no checkpoint of that generation exists."""
+    from selfloop import cli
+    from selfloop.steps import generate as gen
+
+    real_verify = gen.verify
+
+    def corrupting_verify(domain, records, max_chars):
+        out, stats = real_verify(domain, records, max_chars)
+        out[0] = {k: v for k, v in out[0].items() if k != "verification"}
+        return out, stats
+
+    monkeypatch.setattr(gen, "verify", corrupting_verify)
+    args = ["run", "--params", "params.yaml", "--no-control"]
+    for o in tiny_overrides:
+        args += ["--set", o]
+    assert cli.main(args) == 3
+    err = capsys.readouterr().err
+    assert "candidates batch" in err and "verified.jsonl failed validation" in err
+    assert "expect_column_values_to_not_be_null(verdict)" in err
+    root = Path(next(o for o in tiny_overrides if o.startswith("run.workdir=")).split("=", 1)[1])
+    bad_id = read_jsonl(root / "gen_001" / "verified.jsonl")[0]["id"]
+    assert bad_id in err
+    assert not read_json(root / "gen_001" / "validation" / "candidates.json")["success"]
+    assert not (root / "gen_001" / "model").exists()
+    assert not (root / "gen_001" / "mix.jsonl").exists()

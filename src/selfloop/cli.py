@@ -144,12 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     r.set_defaults(func=cmd_run)
     args = parser.parse_args(argv)
     from selfloop.config import ConfigError
+    from selfloop.validate import ValidationFailed
 
     try:
         return args.func(args)
     except (ConfigError, FileNotFoundError) as e:
         print(f"selfloop: {e}", file=sys.stderr)
         return 2
+    except ValidationFailed as e:
+        print(f"selfloop: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

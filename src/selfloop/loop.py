@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from selfloop import model as mdl
+from selfloop import validate as gate
 from selfloop.config import Params, to_dict
 from selfloop.domains import Domain, get_domain
 from selfloop.generation import HFGenerator
@@ -105,7 +106,11 @@ def init_model(params: Params, ws: Workspace) -> None:
 
 def make_data(params: Params, ws: Workspace) -> dict:
     _, tok = mdl.load(ws.init_model)
-    return ref.run(params, domain_for(params, tok), ws.data)
+    counts = ref.run(params, domain_for(params, tok), ws.data)
+    heldout_ids = {h["problem_id"] for h in read_jsonl(ws.heldout)}
+    gate.validate_records("reference", read_jsonl(ws.reference), ws.reference, params, heldout_ids,
+                          ws.data / "validation" / "reference.json")
+    return counts
 
 
 def _max_length(model) -> int:
@@ -163,6 +168,9 @@ def iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     with timer("verify"):
         verified, vstats = gen.verify(domain, candidates, params.verify.max_chars)
         write_jsonl(d / "verified.jsonl", verified)
+    with timer("validate"):
+        gate.validate_records("candidates", verified, d / "verified.jsonl", params, heldout_ids,
+                              d / "validation" / "candidates.json")
     with timer("curate"):
         pool = read_jsonl(prev / "pool.jsonl")
         accepted, decisions, cstats = cur.curate(verified, pool, heldout_ids, params.curate)
@@ -175,8 +183,13 @@ def iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
         write_jsonl(d / "curation.jsonl", decisions)
         write_jsonl(d / "pool.jsonl", pool)
         write_jsonl(d / "mix.jsonl", mix)
+    by_id = {r["id"]: r for r in (*reference, *pool)}
+    with timer("validate"):  # the gate: nothing below trains on a batch that failed
+        gate.validate_records("accepted", accepted, d / "accepted.jsonl", params, heldout_ids,
+                              d / "validation" / "accepted.json")
+        gate.validate_mix(mix, by_id, d / "mix.jsonl", params, heldout_ids, bool(pool),
+                          d / "validation" / "mix.json")
     with timer("train"), rep.step(f"gen {g}: train", t.steps):
-        by_id = {r["id"]: r for r in (*reference, *pool)}
         cur.assert_no_heldout(by_id.values(), heldout_ids)
         _train(params, model, tok, tr.mix_to_rows(mix, by_id, tok, _max_length(model)),
                plan["seed"], rep)
@@ -214,7 +227,12 @@ def control_iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> d
     t = params.train
     seed = params.run.seed * 1_000_003 + 101 * g
     mix = cur.build_mix(reference, [], t.steps, t.batch_size, 1.0, seed)
-    write_jsonl(ws.gen(g, "control") / "mix.jsonl", mix)
+    d = ws.gen(g, "control")
+    write_jsonl(d / "mix.jsonl", mix)
+    heldout_ids = {h["problem_id"] for h in read_jsonl(ws.heldout)}
+    with timer("validate"):
+        gate.validate_mix(mix, {r["id"]: r for r in reference}, d / "mix.jsonl", params, heldout_ids,
+                          False, d / "validation" / "mix.json")
     with timer("train"), rep.step(f"control {g}: train", t.steps):
         rows = tr.mix_to_rows(mix, {r["id"]: r for r in reference}, tok, _max_length(model))
         _train(params, model, tok, rows, seed, rep)
