@@ -109,3 +109,44 @@ def test_a_corrupted_batch_is_stopped_before_training(tiny_overrides, monkeypatc
     assert not read_json(root / "gen_001" / "validation" / "candidates.json")["success"]
     assert not (root / "gen_001" / "model").exists()
     assert not (root / "gen_001" / "mix.jsonl").exists()
+
+
+def test_lineage_resolves_a_synthetic_and_a_reference_record(tiny_overrides, capsys, monkeypatch):
+    from selfloop import cli
+    from selfloop.lineage import lineage
+    from selfloop.steps import generate as gen
+    from selfloop.workspace import Workspace
+
+    real_verify = gen.verify
+
+    def first_one_passes(domain, records, max_chars):  # the tiny model may solve nothing
+        out, stats = real_verify(domain, records, max_chars)
+        out[0]["verification"] = [{**out[0]["verification"][0], "verdict": "pass", "score": 1.0}]
+        return out, stats
+
+    monkeypatch.setattr(gen, "verify", first_one_passes)
+    params = load_params(None, [*tiny_overrides, "run.control=false", "plan.samples=8"])
+    run(params)
+    ws = Workspace(Path(params.run.workdir))
+    mix_ids = {i for m in read_jsonl(ws.gen(1) / "mix.jsonl") for i in m["synthetic"] + m["reference"]}
+    verified = read_jsonl(ws.gen(1) / "verified.jsonl")
+    accepted = read_jsonl(ws.gen(1) / "accepted.jsonl")
+    rejected = next(r for r in verified if r["verification"][0]["verdict"] == "fail")
+
+    chain = lineage(ws, rejected["id"])
+    assert chain["curation"] == "rejected_unverified" and chain["trained"] == []
+    assert chain["record"]["generator"]["path"] == "gen_000/model"
+
+    ref_id = next(i for i in mix_ids if i in {r["id"] for r in read_jsonl(ws.reference)})
+    chain = lineage(ws, ref_id)
+    assert chain["record"]["origin"] == "reference"
+    assert [(t["generation"], t["checkpoint"]) for t in chain["trained"]][-1] == (1, "gen_001/model")
+    chain = lineage(ws, accepted[0]["id"])
+    assert chain["curation"] == "accepted"
+    assert [(t["arm"], t["generation"]) for t in chain["trained"]] == [("loop", 1)]
+    assert chain["trained"][0]["times_in_mix"] >= 1
+
+    assert cli.main(["lineage", rejected["id"], "--workdir", str(ws.root)]) == 0
+    out = capsys.readouterr().out
+    assert "generator   gen_000/model" in out and "curation    rejected_unverified" in out
+    assert cli.main(["lineage", "nope", "--workdir", str(ws.root)]) == 2

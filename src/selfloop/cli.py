@@ -110,21 +110,40 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides.append("run.control=false")
     params = load_params(args.params, overrides)
     workdir = Path(params.run.workdir)
-    if workdir.exists() and any(workdir.iterdir()):
+    if args.fresh and args.resume:
+        print("selfloop: --fresh and --resume exclude each other", file=sys.stderr)
+        return 2
+    if workdir.exists() and any(workdir.iterdir()) and not args.resume:
         if not args.fresh:
-            print(f"selfloop: {workdir} already holds a run; pass --fresh to replace it "
-                  "or --workdir DIR to keep it", file=sys.stderr)
+            print(f"selfloop: {workdir} already holds a run; pass --resume to continue it, --fresh "
+                  "to replace it, or --workdir DIR to keep it", file=sys.stderr)
             return 2
-        shutil.rmtree(workdir)
+        from selfloop.loop import exclusive
+        from selfloop.workspace import Workspace
+
+        with exclusive(Workspace(workdir)):  # never delete a directory a live run is using
+            shutil.rmtree(workdir)
     rep = RichReporter(params.domain.levels)
     rep.console.print(f"selfloop run -> {workdir}  ({params.run.iterations} iterations, "
                       f"control arm {'on' if params.run.control else 'off'})")
     rep.console.print("rows: arm, generation, held-out greedy accuracy per level (pass@k), acceptance, "
                       "accepted answers, pool size, problems per level, step seconds")
-    results = run(params, rep)
+    results = run(params, rep, resume=args.resume and (workdir / "params.json").exists())
     rep.console.print("\nHeld-out greedy accuracy (pass@k in brackets)\n"
                       + results_table(results, params.domain.levels))
     rep.console.print(f"wall time {results['seconds']['total']:.0f}s; results in {workdir / 'results.json'}")
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from selfloop.lineage import RecordNotFound, format_lineage, lineage
+    from selfloop.workspace import Workspace
+
+    try:
+        print(format_lineage(lineage(Workspace(Path(args.workdir)), args.record_id)))
+    except RecordNotFound as e:
+        print(f"selfloop: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -141,14 +160,21 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--workdir", help="override run.workdir")
     r.add_argument("--no-control", action="store_true", help="skip the control arm")
     r.add_argument("--fresh", action="store_true", help="replace an existing run in the workdir")
+    r.add_argument("--resume", action="store_true",
+                   help="continue a stopped run in the workdir (same parameters); completed steps are kept")
     r.set_defaults(func=cmd_run)
+    li = sub.add_parser("lineage", help="where a record came from and which checkpoints trained on it")
+    li.add_argument("record_id")
+    li.add_argument("--workdir", default="runs/default", help="the run's directory (default: runs/default)")
+    li.set_defaults(func=cmd_lineage)
     args = parser.parse_args(argv)
     from selfloop.config import ConfigError
+    from selfloop.loop import RunLocked
     from selfloop.validate import ValidationFailed
 
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, RunLocked) as e:
         print(f"selfloop: {e}", file=sys.stderr)
         return 2
     except ValidationFailed as e:

@@ -6,6 +6,7 @@ arm that spends the same training budget on reference data only."""
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Protocol
 
 from selfloop import model as mdl
 from selfloop import validate as gate
-from selfloop.config import Params, to_dict
+from selfloop.config import ConfigError, Params, to_dict
 from selfloop.domains import Domain, get_domain
 from selfloop.generation import HFGenerator
 from selfloop.records import read_json, read_jsonl, write_json, write_jsonl
@@ -253,7 +254,8 @@ def control_arm(params: Params) -> None:
     set_threads(params.run.threads)
     ws = Workspace(Path(params.run.workdir))
     for g in range(1, params.run.iterations + 1):
-        control_iteration(params, ws, g, NullReporter())
+        if not (ws.gen(g, "control") / "metrics.json").exists():
+            control_iteration(params, ws, g, NullReporter())
 
 
 def _start_control(params: Params):
@@ -264,22 +266,79 @@ def _start_control(params: Params):
     return proc
 
 
-def run(params: Params, rep: Reporter | None = None) -> dict:
-    """Bootstrap plus ``run.iterations`` generations (and the control arm); returns results."""
-    rep = rep or NullReporter()
+class RunLocked(RuntimeError):
+    """Another process is running a loop in the same directory."""
+
+
+@contextlib.contextmanager
+def exclusive(ws: Workspace) -> Iterator[None]:
+    """One writer per run directory. An OS lock (flock) is released when its process dies,
+    even by SIGKILL, so a crash never leaves a stale lock behind."""
+    import fcntl
+    import os
+
+    ws.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(ws.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = Path(ws.root / ".lock").read_text().strip() or "?"
+            raise RunLocked(f"{ws.root} is in use by another selfloop run (pid {owner}); "
+                            "wait for it or use another --workdir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def _params_match(ws: Workspace, params: Params) -> None:
+    """Resuming with other parameters would mix two runs: refuse, naming the keys."""
+    saved_path = ws.root / "params.json"
+    if not saved_path.exists():
+        return
+    saved = read_json(saved_path)
+    now = json.loads(json.dumps(to_dict(params)))
+    diff = [f"{s}.{k}" for s in now for k in now[s] if saved.get(s, {}).get(k) != now[s][k]]
+    if diff:
+        raise ConfigError(f"cannot resume {ws.root}: parameters differ from the saved run: {diff}")
+
+
+def _done(path: Path) -> dict | None:
+    """A step's last file, read only if it exists (it is written atomically, last)."""
+    return read_json(path) if path.exists() else None
+
+
+def run(params: Params, rep: Reporter | None = None, resume: bool = False) -> dict:
+    """Bootstrap plus ``run.iterations`` generations (and the control arm); returns results.
+
+    With ``resume`` every step whose last file exists is skipped and the first incomplete
+    one is redone from its inputs; all steps are deterministic, so a run killed at any point
+    and resumed ends with the same files as one that never stopped."""
+    ws = Workspace(Path(params.run.workdir))
+    with exclusive(ws):
+        if resume:
+            _params_match(ws, params)
+        elif (ws.root / "params.json").exists():
+            raise ConfigError(f"{ws.root} already holds a run: resume it or remove it first")
+        return _run(params, ws, rep or NullReporter())
+
+
+def _run(params: Params, ws: Workspace, rep: Reporter) -> dict:
     quiet_libraries()
     set_threads(params.run.threads)
-    ws = Workspace(Path(params.run.workdir))
-    ws.root.mkdir(parents=True, exist_ok=True)
     write_json(ws.root / "params.json", to_dict(params))
     t0 = time.perf_counter()
     timer = _Timer()
     with timer("data"), rep.step("reference data"):
         init_model(params, ws)
-        make_data(params, ws)
+        if not (_done(ws.data / "validation" / "reference.json") or {}).get("success"):
+            make_data(params, ws)
     with timer("bootstrap"):
-        bootstrap(params, ws, rep)
-        base = evaluate(params, ws, 0, "loop", rep)
+        if not mdl.is_complete(ws.model(0)):
+            bootstrap(params, ws, rep)
+        base = _done(ws.gen(0) / "eval.json") or evaluate(params, ws, 0, "loop", rep)
     rep.iteration({"generation": 0, "arm": "loop", "eval": base["levels"], "seconds": dict(timer.times)})
     # The control arm needs only the base model: it runs beside the loop in its own
     # process (tiny models use one core each best; see run.threads).
@@ -287,7 +346,7 @@ def run(params: Params, rep: Reporter | None = None) -> dict:
     rows = []
     try:
         for g in range(1, params.run.iterations + 1):
-            m = iteration(params, ws, g, rep)
+            m = _done(ws.gen(g) / "metrics.json") or iteration(params, ws, g, rep)
             rows.append(m)
             rep.iteration(m)
     finally:
