@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from selfloop.cli import main
-from selfloop.loop import exclusive
+from selfloop.lock import exclusive
 from selfloop.records import file_sha256
 from selfloop.workspace import Workspace
 

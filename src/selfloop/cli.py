@@ -118,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"selfloop: {workdir} already holds a run; pass --resume to continue it, --fresh "
                   "to replace it, or --workdir DIR to keep it", file=sys.stderr)
             return 2
-        from selfloop.loop import exclusive
+        from selfloop.lock import exclusive
         from selfloop.workspace import Workspace
 
         with exclusive(Workspace(workdir)):  # never delete a directory a live run is using
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     li.set_defaults(func=cmd_lineage)
     args = parser.parse_args(argv)
     from selfloop.config import ConfigError
-    from selfloop.loop import RunLocked
+    from selfloop.lock import RunLocked
     from selfloop.validate import ValidationFailed
 
     try:

@@ -17,6 +17,7 @@ from selfloop import validate as gate
 from selfloop.config import ConfigError, Params, to_dict
 from selfloop.domains import Domain, get_domain
 from selfloop.generation import HFGenerator
+from selfloop.lock import exclusive
 from selfloop.records import read_json, read_jsonl, write_json, write_jsonl
 from selfloop.steps import curate as cur
 from selfloop.steps import evaluate as ev
@@ -73,6 +74,10 @@ def domain_for(params: Params, tokenizer) -> Domain:
     return get_domain(params.domain, template)
 
 
+def _heldout_ids(ws: Workspace) -> set[str]:
+    return {h["problem_id"] for h in read_jsonl(ws.heldout)}
+
+
 def _generator(params: Params, model, tok) -> HFGenerator:
     return HFGenerator(model, tok, params.generate.batch_size, params.generate.max_new_tokens)
 
@@ -108,7 +113,7 @@ def init_model(params: Params, ws: Workspace) -> None:
 def make_data(params: Params, ws: Workspace) -> dict:
     _, tok = mdl.load(ws.init_model)
     counts = ref.run(params, domain_for(params, tok), ws.data)
-    heldout_ids = {h["problem_id"] for h in read_jsonl(ws.heldout)}
+    heldout_ids = _heldout_ids(ws)
     gate.validate_records("reference", read_jsonl(ws.reference), ws.reference, params, heldout_ids,
                           ws.data / "validation" / "reference.json")
     return counts
@@ -154,7 +159,7 @@ def iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     timer = _Timer()
     model, tok = mdl.load(ws.model(g - 1))
     domain = domain_for(params, tok)
-    heldout_ids = {h["problem_id"] for h in read_jsonl(ws.heldout)}
+    heldout_ids = _heldout_ids(ws)
     with timer("plan"):
         plan = pl.make_plan(params, g, read_json(prev / "eval.json"))
         write_json(d / "plan.json", plan)
@@ -226,11 +231,11 @@ def control_iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> d
     model, tok = mdl.load(ws.model(g - 1, "control"))
     reference = read_jsonl(ws.reference)
     t = params.train
-    seed = params.run.seed * 1_000_003 + 101 * g
+    seed = pl.generation_seed(params, g)
     mix = cur.build_mix(reference, [], t.steps, t.batch_size, 1.0, seed)
     d = ws.gen(g, "control")
     write_jsonl(d / "mix.jsonl", mix)
-    heldout_ids = {h["problem_id"] for h in read_jsonl(ws.heldout)}
+    heldout_ids = _heldout_ids(ws)
     with timer("validate"):
         gate.validate_mix(mix, {r["id"]: r for r in reference}, d / "mix.jsonl", params, heldout_ids,
                           False, d / "validation" / "mix.json")
@@ -264,33 +269,6 @@ def _start_control(params: Params):
     proc = mp.get_context("spawn").Process(target=control_arm, args=(params,), name="selfloop-control")
     proc.start()
     return proc
-
-
-class RunLocked(RuntimeError):
-    """Another process is running a loop in the same directory."""
-
-
-@contextlib.contextmanager
-def exclusive(ws: Workspace) -> Iterator[None]:
-    """One writer per run directory. An OS lock (flock) is released when its process dies,
-    even by SIGKILL, so a crash never leaves a stale lock behind."""
-    import fcntl
-    import os
-
-    ws.root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(ws.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = Path(ws.root / ".lock").read_text().strip() or "?"
-            raise RunLocked(f"{ws.root} is in use by another selfloop run (pid {owner}); "
-                            "wait for it or use another --workdir") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        yield
-    finally:
-        os.close(fd)
 
 
 def _params_match(ws: Workspace, params: Params) -> None:

@@ -27,6 +27,11 @@ def _apportion(n: int, shares: dict[int, float]) -> dict[int, int]:
     return counts
 
 
+def generation_seed(params: Params, generation: int) -> int:
+    """The seed of one generation's sampling and training mix (both arms)."""
+    return params.run.seed * 1_000_003 + 101 * generation
+
+
 def make_plan(params: Params, generation: int, last_eval: dict) -> dict:
     """Split ``plan.problems`` across levels: frontier levels share the bulk (weighted by
     1/sqrt(pass@k)), mastered levels keep a small share, and the first level
@@ -73,6 +78,6 @@ def make_plan(params: Params, generation: int, last_eval: dict) -> dict:
         "samples": p.samples,
         "temperature": p.temperature,
         "top_p": p.top_p,
-        "seed": params.run.seed * 1_000_003 + 101 * generation,
+        "seed": generation_seed(params, generation),
         "decisions": [],  # monitor interventions are appended here (collapse guard)
     }
