@@ -44,8 +44,7 @@ def test_tiny_loop_writes_every_step_with_provenance(tiny_overrides):
         assert len(m["reference"]) == n_ref and set(m["reference"]) <= reference_ids
     metrics = read_json(g1 / "metrics.json")
     assert metrics["curate"]["accepted"] == len(read_jsonl(g1 / "accepted.jsonl"))
-    assert set(metrics["seconds"]) == {"plan", "generate", "verify", "validate", "curate", "train",
-                                       "evaluate"}
+    assert set(metrics["seconds"]) == {"plan", "generate", "verify", "curate", "train", "evaluate"}
     for kind in ("candidates", "accepted", "mix"):
         assert read_json(g1 / "validation" / f"{kind}.json")["success"]
     assert read_json(root / "data" / "validation" / "reference.json")["success"]

@@ -153,68 +153,104 @@ def evaluate(params: Params, ws: Workspace, g: int, arm: str, rep: Reporter) -> 
     return result
 
 
-def iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
-    """One generation of the loop: plan -> generate -> verify -> curate -> train -> evaluate."""
-    d, prev = ws.gen(g), ws.gen(g - 1)
-    timer = _Timer()
+# One generation, step by step. Each step reads its inputs from files and writes its
+# outputs to files, returning only small stats: the plain loop below and the Prefect flow
+# (flows/) run the same functions.
+
+
+def step_plan(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
+    plan = pl.make_plan(params, g, read_json(ws.gen(g - 1) / "eval.json"))
+    write_json(ws.gen(g) / "plan.json", plan)
+    return {"plan": plan["problems_per_level"]}
+
+
+def step_generate(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     model, tok = mdl.load(ws.model(g - 1))
     domain = domain_for(params, tok)
+    plan = read_json(ws.gen(g) / "plan.json")
+    problems = gen.new_problems(domain, plan, _heldout_ids(ws))
+    with rep.step(f"gen {g}: generate", len(problems)):
+        ckpt = tr.checkpoint_info(ws.model(g - 1), ws.root)
+        candidates, stats = gen.generate(domain, _generator(params, model, tok), plan, problems, ckpt,
+                                         rep.advance)
+    write_jsonl(ws.gen(g) / "candidates.jsonl", candidates)
+    return {"generate": {**stats, "planned": sum(plan["problems_per_level"].values())}}
+
+
+def step_verify(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
+    """Verify every candidate, then gate the batch with its suite."""
+    d = ws.gen(g)
+    _, tok = mdl.load(ws.model(g - 1))
+    verified, stats = gen.verify(domain_for(params, tok), read_jsonl(d / "candidates.jsonl"),
+                                 params.verify.max_chars)
+    write_jsonl(d / "verified.jsonl", verified)
+    gate.validate_records("candidates", verified, d / "verified.jsonl", params, _heldout_ids(ws),
+                          d / "validation" / "candidates.json")
+    return {"verify": stats}
+
+
+def step_curate(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
+    """Curate, build the training mix, and gate both: nothing trains on a failed batch."""
+    d = ws.gen(g)
     heldout_ids = _heldout_ids(ws)
-    with timer("plan"):
-        plan = pl.make_plan(params, g, read_json(prev / "eval.json"))
-        write_json(d / "plan.json", plan)
-    with timer("generate"):
-        problems = gen.new_problems(domain, plan, heldout_ids)
-        planned = sum(plan["problems_per_level"].values())
-        with rep.step(f"gen {g}: generate", len(problems)):
-            ckpt = tr.checkpoint_info(ws.model(g - 1), ws.root)
-            candidates, gstats = gen.generate(domain, _generator(params, model, tok), plan,
-                                              problems, ckpt, rep.advance)
-        write_jsonl(d / "candidates.jsonl", candidates)
-    with timer("verify"):
-        verified, vstats = gen.verify(domain, candidates, params.verify.max_chars)
-        write_jsonl(d / "verified.jsonl", verified)
-    with timer("validate"):
-        gate.validate_records("candidates", verified, d / "verified.jsonl", params, heldout_ids,
-                              d / "validation" / "candidates.json")
-    with timer("curate"):
-        pool = read_jsonl(prev / "pool.jsonl")
-        accepted, decisions, cstats = cur.curate(verified, pool, heldout_ids, params.curate)
-        pool = cur.next_pool(pool, accepted, params.curate.accumulate)
-        reference = read_jsonl(ws.reference)
-        t = params.train
-        mix = cur.build_mix(reference, pool, t.steps, t.batch_size, t.reference_fraction,
-                            plan["seed"])
-        write_jsonl(d / "accepted.jsonl", accepted)
-        write_jsonl(d / "curation.jsonl", decisions)
-        write_jsonl(d / "pool.jsonl", pool)
-        write_jsonl(d / "mix.jsonl", mix)
+    pool = read_jsonl(ws.gen(g - 1) / "pool.jsonl")
+    accepted, decisions, counts = cur.curate(read_jsonl(d / "verified.jsonl"), pool, heldout_ids,
+                                             params.curate)
+    pool = cur.next_pool(pool, accepted, params.curate.accumulate)
+    reference = read_jsonl(ws.reference)
+    t = params.train
+    mix = cur.build_mix(reference, pool, t.steps, t.batch_size, t.reference_fraction,
+                        pl.generation_seed(params, g))
+    write_jsonl(d / "accepted.jsonl", accepted)
+    write_jsonl(d / "curation.jsonl", decisions)
+    write_jsonl(d / "pool.jsonl", pool)
+    write_jsonl(d / "mix.jsonl", mix)
     by_id = {r["id"]: r for r in (*reference, *pool)}
-    with timer("validate"):  # the gate: nothing below trains on a batch that failed
-        gate.validate_records("accepted", accepted, d / "accepted.jsonl", params, heldout_ids,
-                              d / "validation" / "accepted.json")
-        gate.validate_mix(mix, by_id, d / "mix.jsonl", params, heldout_ids, bool(pool),
-                          d / "validation" / "mix.json")
-    with timer("train"), rep.step(f"gen {g}: train", t.steps):
-        cur.assert_no_heldout(by_id.values(), heldout_ids)
+    gate.validate_records("accepted", accepted, d / "accepted.jsonl", params, heldout_ids,
+                          d / "validation" / "accepted.json")
+    gate.validate_mix(mix, by_id, d / "mix.jsonl", params, heldout_ids, bool(pool),
+                      d / "validation" / "mix.json")
+    return {"curate": {**counts, "accepted": len(accepted), "pool": len(pool), **cur.mix_makeup(mix, pool)}}
+
+
+def step_train(params: Params, ws: Workspace, g: int, rep: Reporter, arm: str = "loop") -> dict:
+    """Continue training the previous checkpoint on this generation's mix."""
+    d = ws.gen(g, arm)
+    reference = read_jsonl(ws.reference)
+    pool = read_jsonl(d / "pool.jsonl") if arm == "loop" else []
+    by_id = {r["id"]: r for r in (*reference, *pool)}
+    cur.assert_no_heldout(by_id.values(), _heldout_ids(ws))
+    model, tok = mdl.load(ws.model(g - 1, arm))
+    mix = read_jsonl(d / "mix.jsonl")
+    with rep.step(f"{arm} {g}: train", params.train.steps):
         _train(params, model, tok, tr.mix_to_rows(mix, by_id, tok, _max_length(model)),
-               plan["seed"], rep)
-        tr.save_checkpoint(model, tok, ws.model(g), {"generation": g, "arm": "loop"})
-    with timer("evaluate"):
-        result = evaluate(params, ws, g, "loop", rep)
-    metrics = {
-        "generation": g,
-        "arm": "loop",
-        "plan": plan["problems_per_level"],
-        "generate": {**gstats, "planned": planned},
-        "verify": vstats,
-        "curate": {**cstats, "accepted": len(accepted), "pool": len(pool),
-                   **cur.mix_makeup(mix, pool)},
-        "eval": result["levels"],
-        "seconds": timer.times,
-    }
-    write_json(d / "metrics.json", metrics)
+               pl.generation_seed(params, g), rep)
+    tr.save_checkpoint(model, tok, ws.model(g, arm), {"generation": g, "arm": arm})
+    return {}
+
+
+def step_evaluate(params: Params, ws: Workspace, g: int, rep: Reporter, arm: str = "loop") -> dict:
+    return {"eval": evaluate(params, ws, g, arm, rep)["levels"]}
+
+
+STEPS = (("plan", step_plan), ("generate", step_generate), ("verify", step_verify),
+         ("curate", step_curate), ("train", step_train), ("evaluate", step_evaluate))
+
+
+def finish_iteration(ws: Workspace, g: int, stats: dict, seconds: dict, arm: str = "loop") -> dict:
+    """The generation's metrics.json, written last: its presence marks the generation done."""
+    metrics = {"generation": g, "arm": arm, **stats, "seconds": seconds}
+    write_json(ws.gen(g, arm) / "metrics.json", metrics)
     return metrics
+
+
+def iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
+    """One generation of the loop: plan -> generate -> verify -> curate -> train -> evaluate."""
+    timer, stats = _Timer(), {}
+    for name, step in STEPS:
+        with timer(name):
+            stats.update(step(params, ws, g, rep))
+    return finish_iteration(ws, g, stats, timer.times)
 
 
 def _train(params: Params, model, tok, rows: list[dict], seed: int, rep: Reporter) -> None:
@@ -225,29 +261,28 @@ def _train(params: Params, model, tok, rows: list[dict], seed: int, rep: Reporte
            progress=rep.advance)
 
 
-def control_iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
-    """The control arm: the same training steps, reference data only."""
-    timer = _Timer()
-    model, tok = mdl.load(ws.model(g - 1, "control"))
+def step_control_mix(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
+    """The control arm's mix: the same steps and batch size, reference data only."""
     reference = read_jsonl(ws.reference)
     t = params.train
-    seed = pl.generation_seed(params, g)
-    mix = cur.build_mix(reference, [], t.steps, t.batch_size, 1.0, seed)
+    mix = cur.build_mix(reference, [], t.steps, t.batch_size, 1.0, pl.generation_seed(params, g))
     d = ws.gen(g, "control")
     write_jsonl(d / "mix.jsonl", mix)
-    heldout_ids = _heldout_ids(ws)
+    gate.validate_mix(mix, {r["id"]: r for r in reference}, d / "mix.jsonl", params, _heldout_ids(ws),
+                      False, d / "validation" / "mix.json")
+    return {}
+
+
+def control_iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
+    """The control arm: the same training steps, reference data only."""
+    timer, stats = _Timer(), {}
     with timer("validate"):
-        gate.validate_mix(mix, {r["id"]: r for r in reference}, d / "mix.jsonl", params, heldout_ids,
-                          False, d / "validation" / "mix.json")
-    with timer("train"), rep.step(f"control {g}: train", t.steps):
-        rows = tr.mix_to_rows(mix, {r["id"]: r for r in reference}, tok, _max_length(model))
-        _train(params, model, tok, rows, seed, rep)
-        tr.save_checkpoint(model, tok, ws.model(g, "control"), {"generation": g, "arm": "control"})
+        step_control_mix(params, ws, g, rep)
+    with timer("train"):
+        step_train(params, ws, g, rep, arm="control")
     with timer("evaluate"):
-        result = evaluate(params, ws, g, "control", rep)
-    metrics = {"generation": g, "arm": "control", "eval": result["levels"], "seconds": timer.times}
-    write_json(ws.gen(g, "control") / "metrics.json", metrics)
-    return metrics
+        stats.update(step_evaluate(params, ws, g, rep, arm="control"))
+    return finish_iteration(ws, g, stats, timer.times, arm="control")
 
 
 # ------------------------------------------------------------------ the whole run
