@@ -37,3 +37,18 @@ def test_harder_frontier_levels_get_more_problems():
     counts = {int(k): v for k, v in plan["problems_per_level"].items()}
     # 750 frontier problems split 0.6**-0.5 : 0.2**-0.5 = 1 : 1.73; 250 explore level 5
     assert counts == {3: 275, 4: 475, 5: 250}
+
+
+def test_plateau_stops_the_loop_only_after_patience_generations():
+    from selfloop.loop import next_action
+
+    def h(*accs):
+        return [{"3": {"greedy_acc": a}, "4": {"greedy_acc": a}} for a in accs]
+
+    off = load_params(None, [])
+    assert next_action(off, h(0.1, 0.1, 0.1, 0.1)) == ("continue", "")  # patience 0: never stops
+    p = load_params(None, ["run.patience=2"])
+    assert next_action(p, h(0.1, 0.2)) == ("continue", "")
+    assert next_action(p, h(0.1, 0.2, 0.25, 0.2))[0] == "continue"  # gained within the window
+    action, reason = next_action(p, h(0.1, 0.3, 0.2, 0.3))
+    assert action == "stop" and "no gain over 0.300 in the last 2 generations" in reason

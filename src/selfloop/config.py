@@ -31,6 +31,9 @@ class RunConfig:
         1, "Torch threads per process; the loop and the control arm run side by side, one core each."
     )
     control: bool = _f(True, "Also run the control arm (same training budget, reference data only).")
+    patience: int = _f(
+        0, "Stop early when mean held-out accuracy has not improved for this many generations (0: never)."
+    )
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,7 @@ def validate(p: Params) -> None:
         (p.train.steps >= 0 and p.train.batch_size >= 1, "train.steps >= 0 and train.batch_size >= 1"),
         (p.run.iterations >= 0, "run.iterations must be >= 0"),
         (p.run.threads >= 1, "run.threads must be >= 1"),
+        (p.run.patience >= 0, "run.patience must be >= 0"),
         (p.model.n_embd % p.model.n_head == 0, "model.n_embd must be divisible by model.n_head"),
     ]
     for ok, msg in checks:

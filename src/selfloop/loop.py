@@ -338,48 +338,90 @@ def run(params: Params, rep: Reporter | None = None, resume: bool = False) -> di
         return _run(params, ws, rep or NullReporter())
 
 
-def _run(params: Params, ws: Workspace, rep: Reporter) -> dict:
+def prepare(params: Params, ws: Workspace, rep: Reporter) -> None:
+    """Starting checkpoint, reference data and held-out sets (skipped when already done)."""
     quiet_libraries()
     set_threads(params.run.threads)
     write_json(ws.root / "params.json", to_dict(params))
-    t0 = time.perf_counter()
-    timer = _Timer()
-    with timer("data"), rep.step("reference data"):
+    with rep.step("reference data"):
         init_model(params, ws)
         if not (_done(ws.data / "validation" / "reference.json") or {}).get("success"):
             make_data(params, ws)
+
+
+def base(params: Params, ws: Workspace, rep: Reporter) -> dict:
+    """The base model (gen_000) and its held-out evaluation (skipped when already done)."""
+    if not mdl.is_complete(ws.model(0)):
+        bootstrap(params, ws, rep)
+    return _done(ws.gen(0) / "eval.json") or evaluate(params, ws, 0, "loop", rep)
+
+
+def next_action(params: Params, history: list[dict]) -> tuple[str, str]:
+    """After each generation: ("continue" | "stop", reason). Stops on a plateau: mean held-out
+    greedy accuracy over levels not better than its best for ``run.patience`` generations.
+    (The collapse monitor adds its decisions here.)"""
+    patience = params.run.patience
+    if patience <= 0 or len(history) <= patience:
+        return "continue", ""
+    score = [sum(e["greedy_acc"] for e in h.values()) / len(h) for h in history]
+    best_before = max(score[: -patience])
+    if max(score[-patience:]) <= best_before:
+        return "stop", f"plateau: no gain over {best_before:.3f} in the last {patience} generations"
+    return "continue", ""
+
+
+def finish_run(params: Params, ws: Workspace, base_eval: dict, rows: list[dict], ctl, rep: Reporter,
+               seconds: dict, stop_reason: str = "") -> dict:
+    """Wait for the control arm (stopping it if the loop stopped early) and write results."""
+    control = []
+    if ctl is not None:
+        if len(rows) < params.run.iterations and ctl.is_alive():
+            ctl.terminate()
+        with rep.step("control arm (finishing)"):
+            ctl.join()
+        if ctl.exitcode not in (0, -15) or (ctl.exitcode != 0 and len(rows) == params.run.iterations):
+            raise RuntimeError(f"control arm failed (exit code {ctl.exitcode}); see its log above")
+        for g in range(1, len(rows) + 1):
+            c = _done(ws.gen(g, "control") / "metrics.json")
+            if c is None:
+                break
+            control.append(c)
+            rep.iteration(c)
+    results = {
+        "base": base_eval["levels"],
+        "loop": [r["eval"] for r in rows],
+        "control": [c["eval"] for c in control],
+        "stopped": stop_reason,
+        "seconds": seconds,
+    }
+    write_json(ws.results(), results)
+    return results
+
+
+def _run(params: Params, ws: Workspace, rep: Reporter) -> dict:
+    t0 = time.perf_counter()
+    timer = _Timer()
+    with timer("data"):
+        prepare(params, ws, rep)
     with timer("bootstrap"):
-        if not mdl.is_complete(ws.model(0)):
-            bootstrap(params, ws, rep)
-        base = _done(ws.gen(0) / "eval.json") or evaluate(params, ws, 0, "loop", rep)
-    rep.iteration({"generation": 0, "arm": "loop", "eval": base["levels"], "seconds": dict(timer.times)})
+        base_eval = base(params, ws, rep)
+    rep.iteration({"generation": 0, "arm": "loop", "eval": base_eval["levels"], "seconds": dict(timer.times)})
     # The control arm needs only the base model: it runs beside the loop in its own
     # process (tiny models use one core each best; see run.threads).
     ctl = _start_control(params) if params.run.control and params.run.iterations else None
-    rows = []
+    rows: list[dict] = []
+    reason = ""
     try:
         for g in range(1, params.run.iterations + 1):
             m = _done(ws.gen(g) / "metrics.json") or iteration(params, ws, g, rep)
             rows.append(m)
             rep.iteration(m)
-    finally:
-        if ctl is not None and ctl.is_alive() and len(rows) < params.run.iterations:
+            action, reason = next_action(params, [base_eval["levels"], *[r["eval"] for r in rows]])
+            if action == "stop":
+                break
+    except BaseException:
+        if ctl is not None and ctl.is_alive():
             ctl.terminate()
-    control = []
-    if ctl is not None:
-        with rep.step("control arm (finishing)"):
-            ctl.join()
-        if ctl.exitcode != 0:
-            raise RuntimeError(f"control arm failed (exit code {ctl.exitcode}); see its log above")
-        for g in range(1, params.run.iterations + 1):
-            c = read_json(ws.gen(g, "control") / "metrics.json")
-            control.append(c)
-            rep.iteration(c)
-    results = {
-        "base": base["levels"],
-        "loop": [r["eval"] for r in rows],
-        "control": [c["eval"] for c in control],
-        "seconds": {**timer.times, "total": round(time.perf_counter() - t0, 1)},
-    }
-    write_json(ws.results(), results)
-    return results
+        raise
+    return finish_run(params, ws, base_eval, rows, ctl, rep,
+                      {**timer.times, "total": round(time.perf_counter() - t0, 1)}, reason)
