@@ -230,6 +230,13 @@ def load_params(path: str | Path | None = "params.yaml", overrides: list[str] = 
     return params
 
 
+def params_from_dict(data: dict[str, Any]) -> Params:
+    """Params from a plain dict (e.g. ``to_dict`` output sent through JSON), validated."""
+    params = _build(Params, data, "params")
+    validate(params)
+    return params
+
+
 def validate(p: Params) -> None:
     """Cross-field checks with messages a user can act on."""
     checks = [

@@ -306,7 +306,7 @@ def _start_control(params: Params):
     return proc
 
 
-def _params_match(ws: Workspace, params: Params) -> None:
+def check_resume(ws: Workspace, params: Params) -> None:
     """Resuming with other parameters would mix two runs: refuse, naming the keys."""
     saved_path = ws.root / "params.json"
     if not saved_path.exists():
@@ -318,7 +318,7 @@ def _params_match(ws: Workspace, params: Params) -> None:
         raise ConfigError(f"cannot resume {ws.root}: parameters differ from the saved run: {diff}")
 
 
-def _done(path: Path) -> dict | None:
+def done(path: Path) -> dict | None:
     """A step's last file, read only if it exists (it is written atomically, last)."""
     return read_json(path) if path.exists() else None
 
@@ -332,10 +332,10 @@ def run(params: Params, rep: Reporter | None = None, resume: bool = False) -> di
     ws = Workspace(Path(params.run.workdir))
     with exclusive(ws):
         if resume:
-            _params_match(ws, params)
+            check_resume(ws, params)
         elif (ws.root / "params.json").exists():
             raise ConfigError(f"{ws.root} already holds a run: resume it or remove it first")
-        return _run(params, ws, rep or NullReporter())
+        return drive(params, ws, rep or NullReporter())
 
 
 def prepare(params: Params, ws: Workspace, rep: Reporter) -> None:
@@ -345,7 +345,7 @@ def prepare(params: Params, ws: Workspace, rep: Reporter) -> None:
     write_json(ws.root / "params.json", to_dict(params))
     with rep.step("reference data"):
         init_model(params, ws)
-        if not (_done(ws.data / "validation" / "reference.json") or {}).get("success"):
+        if not (done(ws.data / "validation" / "reference.json") or {}).get("success"):
             make_data(params, ws)
 
 
@@ -353,7 +353,7 @@ def base(params: Params, ws: Workspace, rep: Reporter) -> dict:
     """The base model (gen_000) and its held-out evaluation (skipped when already done)."""
     if not mdl.is_complete(ws.model(0)):
         bootstrap(params, ws, rep)
-    return _done(ws.gen(0) / "eval.json") or evaluate(params, ws, 0, "loop", rep)
+    return done(ws.gen(0) / "eval.json") or evaluate(params, ws, 0, "loop", rep)
 
 
 def next_action(params: Params, history: list[dict]) -> tuple[str, str]:
@@ -382,7 +382,7 @@ def finish_run(params: Params, ws: Workspace, base_eval: dict, rows: list[dict],
         if ctl.exitcode not in (0, -15) or (ctl.exitcode != 0 and len(rows) == params.run.iterations):
             raise RuntimeError(f"control arm failed (exit code {ctl.exitcode}); see its log above")
         for g in range(1, len(rows) + 1):
-            c = _done(ws.gen(g, "control") / "metrics.json")
+            c = done(ws.gen(g, "control") / "metrics.json")
             if c is None:
                 break
             control.append(c)
@@ -398,13 +398,17 @@ def finish_run(params: Params, ws: Workspace, base_eval: dict, rows: list[dict],
     return results
 
 
-def _run(params: Params, ws: Workspace, rep: Reporter) -> dict:
+def drive(params: Params, ws: Workspace, rep: Reporter, *, prepare_fn=prepare, base_fn=base,
+          iteration_fn=iteration) -> dict:
+    """The whole run, given how to do each part: the plain loop calls the functions above,
+    the Prefect flow passes its tasks and per-iteration subflow. Generations already done
+    (their metrics.json exists) are kept."""
     t0 = time.perf_counter()
     timer = _Timer()
     with timer("data"):
-        prepare(params, ws, rep)
+        prepare_fn(params, ws, rep)
     with timer("bootstrap"):
-        base_eval = base(params, ws, rep)
+        base_eval = base_fn(params, ws, rep)
     rep.iteration({"generation": 0, "arm": "loop", "eval": base_eval["levels"], "seconds": dict(timer.times)})
     # The control arm needs only the base model: it runs beside the loop in its own
     # process (tiny models use one core each best; see run.threads).
@@ -413,9 +417,10 @@ def _run(params: Params, ws: Workspace, rep: Reporter) -> dict:
     reason = ""
     try:
         for g in range(1, params.run.iterations + 1):
-            m = _done(ws.gen(g) / "metrics.json") or iteration(params, ws, g, rep)
+            m = done(ws.gen(g) / "metrics.json") or iteration_fn(params, ws, g, rep)
             rows.append(m)
             rep.iteration(m)
+            # The place for the collapse monitor's decisions.
             action, reason = next_action(params, [base_eval["levels"], *[r["eval"] for r in rows]])
             if action == "stop":
                 break

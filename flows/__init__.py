@@ -1,0 +1,1 @@
+"""Prefect flows: the self-improvement loop and one iteration."""

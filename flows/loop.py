@@ -1,0 +1,124 @@
+"""The loop as Prefect flows. ``python -m flows.loop`` (what ``make run`` calls) runs it with
+no server configured; ``make serve`` serves the deployments in prefect.yaml so runs can be
+scheduled or triggered from the UI with parameters."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+
+from selfloop import loop
+from selfloop.cli import RichReporter, format_row, results_table
+from selfloop.config import load_params, params_from_dict, to_dict
+from selfloop.lock import exclusive
+from selfloop.workspace import Workspace
+from tasks import steps
+
+PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def metrics_table(metrics: dict) -> list[dict]:
+    """One row per level for the UI: accuracy, pass@k, and the generation's totals."""
+    rows = []
+    for level, e in metrics["eval"].items():
+        rows.append({
+            "level": int(level), "greedy_acc": round(e["greedy_acc"], 4),
+            "pass_at_k": round(e["pass_at_k"], 4), "problems": metrics.get("plan", {}).get(level, 0),
+            "acceptance": round(metrics.get("verify", {}).get("acceptance_rate", 0.0), 4),
+            "accepted": metrics.get("curate", {}).get("accepted", 0),
+            "pool": metrics.get("curate", {}).get("pool", 0),
+            "seconds": round(sum(metrics.get("seconds", {}).values()), 1),
+        })
+    return rows
+
+
+class _LogReporter(loop.NullReporter):
+    """A row per generation in the flow run's log (the UI shows it)."""
+
+    def __init__(self, levels: list[int]) -> None:
+        self.levels = levels
+
+    def iteration(self, row: dict) -> None:
+        get_run_logger().info(format_row(row, self.levels))
+
+
+@flow(name="selfloop-iteration")
+def iteration_flow(params: dict, workdir: str, generation: int) -> dict:
+    """plan -> generate -> verify (+gate) -> curate (+gate) -> train -> evaluate, one task each."""
+    p = params_from_dict(params)
+    stats, seconds = {}, {}
+    for name, step in steps.STEPS:
+        t = time.perf_counter()
+        stats.update(step(p, workdir, generation))
+        seconds[name] = round(time.perf_counter() - t, 3)
+    metrics = loop.finish_iteration(Workspace(Path(workdir)), generation, stats, seconds)
+    create_table_artifact(metrics_table(metrics), key=f"selfloop-gen-{generation:03d}",
+                          description=f"Generation {generation}: held-out accuracy per level")
+    return metrics
+
+
+@flow(name="selfloop-loop")
+def loop_flow(
+    iterations: int | None = None,
+    domain: str | None = None,
+    model_path: str | None = None,
+    overrides: list[str] | None = None,
+    workdir: str | None = None,
+    resume: bool = False,
+    fresh: bool = False,
+) -> dict:
+    """Bootstrap and ``iterations`` generations (defaults: params.yaml). ``overrides`` are
+    ``section.key=value`` strings; ``workdir`` defaults to runs/<flow run name>."""
+    log = get_run_logger()
+    ov = list(overrides or [])
+    if iterations is not None:
+        ov.append(f"run.iterations={iterations}")
+    if domain:
+        ov.append(f"domain.name={domain}")
+    if model_path:
+        ov.append(f"model.path={model_path}")
+    ov.append(f"run.workdir={workdir or f'runs/{flow_run.get_name() or int(time.time())}'}")
+    params = load_params(PARAMS_FILE, ov)
+    ws = Workspace(Path(params.run.workdir))
+    if fresh and ws.root.exists():
+        with exclusive(ws):
+            shutil.rmtree(ws.root)
+    with exclusive(ws):
+        if resume:
+            loop.check_resume(ws, params)
+        elif (ws.root / "params.json").exists():
+            raise ValueError(f"{ws.root} already holds a run: pass resume=True or fresh=True")
+        results = loop.drive(
+            params, ws, _LogReporter(params.domain.levels),
+            prepare_fn=lambda p, w, r: steps.prepare(p, str(w.root)),
+            base_fn=lambda p, w, r: steps.bootstrap(p, str(w.root)),
+            iteration_fn=lambda p, w, g, r: iteration_flow(to_dict(p), str(w.root), g),
+        )
+        if results["stopped"]:
+            log.info("stopped early: %s", results["stopped"])
+    table = results_table(results, params.domain.levels)
+    create_markdown_artifact(f"## Held-out greedy accuracy (pass@k)\n\n{table}\n",
+                             key="selfloop-results", description=f"selfloop run in {ws.root}")
+    log.info("results in %s\n%s", ws.results(), table)
+    return results
+
+
+def main() -> int:
+    """``make run``: the default loop in runs/default, replacing an earlier one."""
+    args = sys.argv[1:]
+    rep = RichReporter(load_params(PARAMS_FILE).domain.levels)
+    if rep.console.is_terminal:
+        steps.use_reporter(rep)
+    results = loop_flow(workdir=args[0] if args else "runs/default", fresh=True)
+    rep.console.print(f"\nwall time {results['seconds']['total']:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

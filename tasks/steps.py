@@ -1,0 +1,92 @@
+"""One Prefect task per step. Each is a few lines around a core call from
+``selfloop.loop``: files in, files out, small stats back. Retries only on I/O errors (a
+verification or validation failure is final), timeouts, tags; no result caching: the run
+directory is the state and ``--resume`` the recovery."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from selfloop import loop
+from selfloop.config import Params
+from selfloop.workspace import Workspace
+
+_reporter: loop.Reporter = loop.NullReporter()
+
+
+def use_reporter(rep: loop.Reporter) -> None:
+    """Progress display for a flow run in a terminal (set by ``python -m flows.loop``)."""
+    global _reporter
+    _reporter = rep
+
+
+def io_error_only(task, task_run, state) -> bool:
+    """Retry a failed task only when the failure was an I/O error (disk, lock, filesystem)."""
+    try:
+        state.result()
+    except OSError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+def _step(name: str, timeout: int, tags: tuple[str, ...]):
+    return task(name=name, tags=["selfloop", *tags], timeout_seconds=timeout, retries=2,
+                retry_delay_seconds=5, retry_condition_fn=io_error_only, cache_policy=NO_CACHE,
+                persist_result=False)
+
+
+def _call(fn, params: Params, workdir: str, *args, **kw) -> dict:
+    t = time.perf_counter()
+    out = fn(params, Workspace(Path(workdir)), *args, _reporter, **kw)
+    get_run_logger().info("%s done in %.1fs", fn.__name__, time.perf_counter() - t)
+    return out or {}
+
+
+@_step("prepare", 1800, ("data",))
+def prepare(params: Params, workdir: str) -> None:
+    _call(loop.prepare, params, workdir)
+
+
+@_step("bootstrap", 7200, ("train",))
+def bootstrap(params: Params, workdir: str) -> dict:
+    return _call(loop.base, params, workdir)
+
+
+@_step("plan", 300, ("plan",))
+def plan(params: Params, workdir: str, g: int) -> dict:
+    return _call(loop.step_plan, params, workdir, g)
+
+
+@_step("generate", 7200, ("generate",))
+def generate(params: Params, workdir: str, g: int) -> dict:
+    return _call(loop.step_generate, params, workdir, g)
+
+
+@_step("verify", 3600, ("verify", "validate"))
+def verify(params: Params, workdir: str, g: int) -> dict:
+    return _call(loop.step_verify, params, workdir, g)
+
+
+@_step("curate", 3600, ("curate", "validate"))
+def curate(params: Params, workdir: str, g: int) -> dict:
+    return _call(loop.step_curate, params, workdir, g)
+
+
+@_step("train", 7200, ("train",))
+def train(params: Params, workdir: str, g: int) -> dict:
+    return _call(loop.step_train, params, workdir, g)
+
+
+@_step("evaluate", 3600, ("evaluate",))
+def evaluate(params: Params, workdir: str, g: int) -> dict:
+    return _call(loop.step_evaluate, params, workdir, g)
+
+
+STEPS = (("plan", plan), ("generate", generate), ("verify", verify), ("curate", curate),
+         ("train", train), ("evaluate", evaluate))
