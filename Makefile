@@ -6,7 +6,7 @@ export DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_
 export DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup run serve test test-slow lint bench clean
+.PHONY: setup run run-flow serve test test-slow lint bench clean
 
 setup: $(BIN)/selfloop
 
@@ -19,6 +19,10 @@ $(BIN)/selfloop: pyproject.toml
 	touch $(BIN)/selfloop
 
 run: setup
+	$(BIN)/selfloop run --fresh
+
+# The same loop as a Prefect flow against a project-local server (9m21s vs 7m43s measured).
+run-flow: setup
 	infra/with-prefect-server.sh $(BIN)/python -m flows.loop
 
 serve: setup
