@@ -4,7 +4,6 @@ scheduled or triggered from the UI with parameters."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,6 @@ from prefect.runtime import flow_run
 from selfloop import loop
 from selfloop.cli import RichReporter, format_row, results_table
 from selfloop.config import load_params, params_from_dict, to_dict
-from selfloop.lock import exclusive
 from selfloop.workspace import Workspace
 from tasks import steps
 
@@ -86,14 +84,7 @@ def loop_flow(
     ov.append(f"run.workdir={workdir or f'runs/{flow_run.get_name() or int(time.time())}'}")
     params = load_params(PARAMS_FILE, ov)
     ws = Workspace(Path(params.run.workdir))
-    if fresh and ws.root.exists():
-        with exclusive(ws):
-            shutil.rmtree(ws.root)
-    with exclusive(ws):
-        if resume:
-            loop.check_resume(ws, params)
-        elif (ws.root / "params.json").exists():
-            raise ValueError(f"{ws.root} already holds a run: pass resume=True or fresh=True")
+    with loop.claim(ws, params, resume=resume, fresh=fresh):
         results = loop.drive(
             params, ws, _LogReporter(params.domain.levels),
             prepare_fn=lambda p, w, r: steps.prepare(p, str(w.root)),
@@ -110,7 +101,7 @@ def loop_flow(
 
 
 def main() -> int:
-    """``make run``: the default loop in runs/default, replacing an earlier one."""
+    """``make run-flow``: the default loop in runs/default, replacing an earlier one."""
     args = sys.argv[1:]
     rep = RichReporter(load_params(PARAMS_FILE).domain.levels)
     if rep.console.is_terminal:

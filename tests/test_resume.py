@@ -64,3 +64,12 @@ def test_resume_with_other_parameters_is_refused(tmp_path, tiny_overrides, capsy
     assert "parameters differ from the saved run: ['train.lr']" in capsys.readouterr().err
     assert main([*cli_args(tiny_overrides, workdir), "--resume"]) == 0  # nothing left to do
     assert Path(workdir / "gen_002" / "metrics.json").exists()
+
+
+def test_fresh_replaces_a_finished_run_in_place(tmp_path, tiny_overrides):
+    workdir = tmp_path / "f"
+    assert main(cli_args(tiny_overrides, workdir)) == 0
+    (workdir / "stray.txt").write_text("left from before")
+    assert main([*cli_args(tiny_overrides, workdir), "--fresh"]) == 0
+    assert not (workdir / "stray.txt").exists() and (workdir / "gen_002" / "metrics.json").exists()
+    assert main([*cli_args(tiny_overrides, workdir), "--fresh", "--resume"]) == 2

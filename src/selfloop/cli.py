@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,22 +112,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.fresh and args.resume:
         print("selfloop: --fresh and --resume exclude each other", file=sys.stderr)
         return 2
-    if workdir.exists() and any(workdir.iterdir()) and not args.resume:
-        if not args.fresh:
-            print(f"selfloop: {workdir} already holds a run; pass --resume to continue it, --fresh "
-                  "to replace it, or --workdir DIR to keep it", file=sys.stderr)
-            return 2
-        from selfloop.lock import exclusive
-        from selfloop.workspace import Workspace
-
-        with exclusive(Workspace(workdir)):  # never delete a directory a live run is using
-            shutil.rmtree(workdir)
+    if workdir.exists() and any(workdir.iterdir()) and not args.resume and not args.fresh:
+        print(f"selfloop: {workdir} already holds a run; pass --resume to continue it, --fresh "
+              "to replace it, or --workdir DIR to keep it", file=sys.stderr)
+        return 2
     rep = RichReporter(params.domain.levels)
     rep.console.print(f"selfloop run -> {workdir}  ({params.run.iterations} iterations, "
                       f"control arm {'on' if params.run.control else 'off'})")
     rep.console.print("rows: arm, generation, held-out greedy accuracy per level (pass@k), acceptance, "
                       "accepted answers, pool size, problems per level, step seconds")
-    results = run(params, rep, resume=args.resume and (workdir / "params.json").exists())
+    results = run(params, rep, resume=args.resume and (workdir / "params.json").exists(),
+                  fresh=args.fresh)
     rep.console.print("\nHeld-out greedy accuracy (pass@k in brackets)\n"
                       + results_table(results, params.domain.levels))
     rep.console.print(f"wall time {results['seconds']['total']:.0f}s; results in {workdir / 'results.json'}")

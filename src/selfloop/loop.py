@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -323,19 +324,31 @@ def done(path: Path) -> dict | None:
     return read_json(path) if path.exists() else None
 
 
-def run(params: Params, rep: Reporter | None = None, resume: bool = False) -> dict:
+def run(params: Params, rep: Reporter | None = None, resume: bool = False, fresh: bool = False) -> dict:
     """Bootstrap plus ``run.iterations`` generations (and the control arm); returns results.
 
     With ``resume`` every step whose last file exists is skipped and the first incomplete
     one is redone from its inputs; all steps are deterministic, so a run killed at any point
     and resumed ends with the same files as one that never stopped."""
     ws = Workspace(Path(params.run.workdir))
+    with claim(ws, params, resume=resume, fresh=fresh):
+        return drive(params, ws, rep or NullReporter())
+
+
+@contextlib.contextmanager
+def claim(ws: Workspace, params: Params, resume: bool = False, fresh: bool = False) -> Iterator[None]:
+    """Hold the run directory for one run: lock it, then empty it (``fresh``), check the
+    saved parameters (``resume``), or refuse a directory that already holds a run."""
     with exclusive(ws):
+        if fresh:  # everything but the lock file, which a waiting process may already hold open
+            for p in ws.root.iterdir():
+                if p.name != ".lock":
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
         if resume:
             check_resume(ws, params)
         elif (ws.root / "params.json").exists():
             raise ConfigError(f"{ws.root} already holds a run: resume it or remove it first")
-        return drive(params, ws, rep or NullReporter())
+        yield
 
 
 def prepare(params: Params, ws: Workspace, rep: Reporter) -> None:
