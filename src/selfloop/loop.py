@@ -112,7 +112,7 @@ def init_model(params: Params, ws: Workspace) -> None:
 
 
 def make_data(params: Params, ws: Workspace) -> dict:
-    _, tok = mdl.load(ws.init_model)
+    tok = mdl.load_tokenizer(ws.init_model)
     counts = ref.run(params, domain_for(params, tok), ws.data)
     heldout_ids = _heldout_ids(ws)
     gate.validate_records("reference", read_jsonl(ws.reference), ws.reference, params, heldout_ids,
@@ -181,7 +181,7 @@ def step_generate(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
 def step_verify(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     """Verify every candidate, then gate the batch with its suite."""
     d = ws.gen(g)
-    _, tok = mdl.load(ws.model(g - 1))
+    tok = mdl.load_tokenizer(ws.model(g - 1))
     verified, stats = gen.verify(domain_for(params, tok), read_jsonl(d / "candidates.jsonl"),
                                  params.verify.max_chars)
     write_jsonl(d / "verified.jsonl", verified)

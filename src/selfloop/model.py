@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 DONE_MARKER = "COMPLETE"  # written last into a checkpoint directory
@@ -21,8 +21,6 @@ def build_char_tokenizer(alphabet: str):
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=PAD))
     # Split into single characters and keep every one, spaces included.
     core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
-    from tokenizers import decoders
-
     core.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(
         tokenizer_object=core, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=PAD
@@ -53,20 +51,28 @@ def build_gpt2(tokenizer, n_layer: int, n_embd: int, n_head: int, n_positions: i
 
 def load(path: str | Path):
     """Model and tokenizer from a local directory (safetensors only, no remote code)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     path = Path(path)
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path} is not a Hugging Face model directory (no config.json)")
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    tok = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(
         path, use_safetensors=True, trust_remote_code=False
     )
+    model.eval()
+    return model, tok
+
+
+def load_tokenizer(path: str | Path):
+    """Only the tokenizer of a model directory (no weights), left-padding like ``load``."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(Path(path), trust_remote_code=False)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
-    model.eval()
-    return model, tok
+    return tok
 
 
 def save(model, tokenizer, path: str | Path, meta: dict | None = None) -> None:
