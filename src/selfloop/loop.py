@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -392,7 +393,8 @@ def finish_run(params: Params, ws: Workspace, base_eval: dict, rows: list[dict],
             ctl.terminate()
         with rep.step("control arm (finishing)"):
             ctl.join()
-        if ctl.exitcode not in (0, -15) or (ctl.exitcode != 0 and len(rows) == params.run.iterations):
+        stopped_by_us = len(rows) < params.run.iterations and ctl.exitcode == -signal.SIGTERM
+        if ctl.exitcode != 0 and not stopped_by_us:
             raise RuntimeError(f"control arm failed (exit code {ctl.exitcode}); see its log above")
         for g in range(1, len(rows) + 1):
             c = done(ws.gen(g, "control") / "metrics.json")

@@ -66,13 +66,3 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
-
-
-REQUIRED = ("id", "origin", "generation", "domain", "level", "problem_id", "prompt", "response")
-
-
-def check_record(r: dict[str, Any]) -> None:
-    """Raise if a record lacks the fields every record must carry."""
-    missing = [k for k in REQUIRED if k not in r]
-    if missing:
-        raise ValueError(f"record {r.get('id', '?')} lacks {missing}")

@@ -78,8 +78,9 @@ def record_frame(records: list[dict]):
     return pd.DataFrame(rows, columns=columns)
 
 
-def mix_frame(mix: list[dict], by_id: dict[str, dict]):
-    """One row per batch: its size and reference share, and whether every id resolves."""
+def mix_frame(mix: list[dict], by_id: dict[str, dict], heldout_ids: set[str]):
+    """One row per batch: its size and reference share, how many ids do not resolve to a
+    record, and how many are of a held-out problem."""
     import pandas as pd
 
     rows = []
@@ -91,7 +92,7 @@ def mix_frame(mix: list[dict], by_id: dict[str, dict]):
             "size": len(ids),
             "reference_share": len(m["reference"]) / len(ids) if ids else 0.0,
             "unknown_ids": sum(i not in by_id for i in ids),
-            "heldout_ids": 0,
+            "heldout_ids": sum(by_id[i]["problem_id"] in heldout_ids for i in ids if i in by_id),
         })
     return pd.DataFrame(rows, columns=["id", "step", "size", "reference_share", "unknown_ids", "heldout_ids"])
 
@@ -211,8 +212,5 @@ def validate_records(kind: str, records: list[dict], path: Path, params: Params,
 
 def validate_mix(mix: list[dict], by_id: dict[str, dict], path: Path, params: Params,
                  heldout_ids: set[str], pool_nonempty: bool, out: Path | None = None) -> dict:
-    frame = mix_frame(mix, by_id)
-    heldout = [sum(by_id[i]["problem_id"] in heldout_ids for i in (*m["reference"], *m["synthetic"])
-                   if i in by_id) for m in mix]
-    frame["heldout_ids"] = heldout
+    frame = mix_frame(mix, by_id, heldout_ids)
     return run_checks("mix", frame, checks_for("mix", params, heldout_ids, pool_nonempty), path, out)
