@@ -90,6 +90,7 @@ def loop_flow(
             prepare_fn=lambda p, w, r: steps.prepare(p, str(w.root)),
             base_fn=lambda p, w, r: steps.bootstrap(p, str(w.root)),
             iteration_fn=lambda p, w, g, r: iteration_flow(to_dict(p), str(w.root), g),
+            recorder=steps.TaskRecorder(params, str(ws.root), str(flow_run.get_id())),
         )
         if results["stopped"]:
             log.info("stopped early: %s", results["stopped"])

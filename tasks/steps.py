@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from selfloop import loop
 from selfloop.config import Params
+from selfloop.recording import Recorder
 from selfloop.workspace import Workspace
 
 _reporter: loop.Reporter = loop.NullReporter()
@@ -86,6 +87,46 @@ def train(params: Params, workdir: str, g: int) -> dict:
 @_step("evaluate", 3600, ("evaluate",))
 def evaluate(params: Params, workdir: str, g: int) -> dict:
     return _call(loop.step_evaluate, params, workdir, g)
+
+
+@_step("record-open", 600, ("mlflow",))
+def record_open(params: Params, workdir: str, tags: dict[str, str]) -> None:
+    Recorder(params, Workspace(Path(workdir))).open(tags)
+
+
+@_step("record-base", 1800, ("dvc", "mlflow"))
+def record_base(params: Params, workdir: str, base_eval: dict, tags: dict[str, str]) -> dict:
+    return Recorder(params, Workspace(Path(workdir))).base(base_eval, tags)
+
+
+@_step("record-generation", 1800, ("dvc", "mlflow"))
+def record_generation(params: Params, workdir: str, g: int, metrics: dict, tags: dict[str, str]) -> dict:
+    return Recorder(params, Workspace(Path(workdir))).generation(g, metrics, tags)
+
+
+@_step("record-close", 3600, ("dvc", "mlflow"))
+def record_close(params: Params, workdir: str, results: dict, control_generations: int, status: str) -> None:
+    Recorder(params, Workspace(Path(workdir))).close(results, control_generations, status)
+
+
+class TaskRecorder:
+    """The loop's recorder with each call a task (so versioning and tracking show in the UI),
+    tagging MLflow runs with the flow run's id."""
+
+    def __init__(self, params: Params, workdir: str, flow_run_id: str) -> None:
+        self.params, self.workdir, self.tags = params, workdir, {"prefect_flow_run_id": flow_run_id}
+
+    def open(self) -> None:
+        record_open(self.params, self.workdir, self.tags)
+
+    def base(self, base_eval: dict) -> dict:
+        return record_base(self.params, self.workdir, base_eval, self.tags)
+
+    def generation(self, g: int, metrics: dict) -> dict:
+        return record_generation(self.params, self.workdir, g, metrics, self.tags)
+
+    def close(self, results: dict, control_generations: int, status: str = "FINISHED") -> None:
+        record_close(self.params, self.workdir, results, control_generations, status)
 
 
 STEPS = (("plan", plan), ("generate", generate), ("verify", verify), ("curate", curate),

@@ -23,6 +23,7 @@ TINY = [
     "train.steps=10",
     "train.batch_size=16",
     "evaluate.pass_k=2",
+    "track.mlflow=false",  # tests of tracking turn it on (a fresh MLflow store costs ~6 s)
 ]
 
 

@@ -141,6 +141,31 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stage(args: argparse.Namespace) -> int:
+    from selfloop.stages import run_stage
+
+    try:
+        run_stage(args.step, args.generation, args.arm, Path(args.workdir))
+    except ValueError as e:
+        print(f"selfloop: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_checkout(args: argparse.Namespace) -> int:
+    from selfloop.versioning import DvcError, checkout
+
+    try:
+        paths = checkout(Path(args.workdir), args.generation)
+    except DvcError as e:
+        print(f"selfloop: {e}", file=sys.stderr)
+        return 2
+    print(f"restored generation {args.generation} of {args.workdir} as recorded in its dvc.lock:")
+    for p in paths:
+        print(f"  {Path(args.workdir) / p}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
@@ -161,6 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     li.add_argument("record_id")
     li.add_argument("--workdir", default="runs/default", help="the run's directory (default: runs/default)")
     li.set_defaults(func=cmd_lineage)
+    st = sub.add_parser("stage", help="run one step of a recorded run (what dvc.yaml stages call)")
+    st.add_argument("step", help="init, data, bootstrap, plan, generate, verify, curate, train, "
+                    "evaluate, mix")
+    st.add_argument("generation", nargs="?", type=int, help="the generation (steps after bootstrap)")
+    st.add_argument("--arm", default="loop", choices=["loop", "control"])
+    st.add_argument("--workdir", default=".", help="the run's directory (default: the current one)")
+    st.set_defaults(func=cmd_stage)
+    co = sub.add_parser("checkout", help="restore a generation's data and checkpoint from DVC")
+    co.add_argument("generation", type=int)
+    co.add_argument("--workdir", default="runs/default", help="the run's directory (default: runs/default)")
+    co.set_defaults(func=cmd_checkout)
     args = parser.parse_args(argv)
     from selfloop.config import ConfigError
     from selfloop.lock import RunLocked

@@ -128,6 +128,23 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class TrackConfig:
+    dvc: bool = _f(
+        True,
+        "Version every generation with DVC when the run directory is inside a DVC repository "
+        "(stages in <workdir>/dvc.yaml, hashes in its dvc.lock).",
+    )
+    dvc_push: bool = _f(
+        True, "Push the run's files to the DVC default remote at the end, when one is configured."
+    )
+    mlflow: bool = _f(
+        True, "Track the loop in MLflow (MLFLOW_TRACKING_URI, else sqlite mlflow.db in the project root)."
+    )
+    experiment: str = _f("selfloop", "MLflow experiment name.")
+    model_name: str = _f("", "MLflow registered model name for the checkpoints (default: selfloop-<domain>).")
+
+
+@dataclass(frozen=True)
 class Params:
     run: RunConfig = field(default_factory=RunConfig)
     domain: DomainConfig = field(default_factory=DomainConfig)
@@ -140,6 +157,7 @@ class Params:
     curate: CurateConfig = field(default_factory=CurateConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
 
 
 class ConfigError(ValueError):

@@ -315,7 +315,8 @@ def check_resume(ws: Workspace, params: Params) -> None:
         return
     saved = read_json(saved_path)
     now = json.loads(json.dumps(to_dict(params)))
-    diff = [f"{s}.{k}" for s in now for k in now[s] if saved.get(s, {}).get(k) != now[s][k]]
+    # Tracking settings change where the run is recorded, not what it computes.
+    diff = [f"{s}.{k}" for s in now if s != "track" for k in now[s] if saved.get(s, {}).get(k) != now[s][k]]
     if diff:
         raise ConfigError(f"cannot resume {ws.root}: parameters differ from the saved run: {diff}")
 
@@ -414,34 +415,50 @@ def finish_run(params: Params, ws: Workspace, base_eval: dict, rows: list[dict],
 
 
 def drive(params: Params, ws: Workspace, rep: Reporter, *, prepare_fn=prepare, base_fn=base,
-          iteration_fn=iteration) -> dict:
+          iteration_fn=iteration, recorder=None) -> dict:
     """The whole run, given how to do each part: the plain loop calls the functions above,
     the Prefect flow passes its tasks and per-iteration subflow. Generations already done
-    (their metrics.json exists) are kept."""
+    (their metrics.json exists) are kept. ``recorder`` (default: ``recording.Recorder``)
+    versions each finished part with DVC and tracks it in MLflow."""
+    from selfloop.recording import Recorder
+
     t0 = time.perf_counter()
     timer = _Timer()
     with timer("data"):
         prepare_fn(params, ws, rep)
-    with timer("bootstrap"):
-        base_eval = base_fn(params, ws, rep)
-    rep.iteration({"generation": 0, "arm": "loop", "eval": base_eval["levels"], "seconds": dict(timer.times)})
-    # The control arm needs only the base model: it runs beside the loop in its own
-    # process (tiny models use one core each best; see run.threads).
-    ctl = _start_control(params) if params.run.control and params.run.iterations else None
-    rows: list[dict] = []
-    reason = ""
+    rec = recorder or Recorder(params, ws)
+    ctl = None
     try:
+        with timer("record"):
+            rec.open()
+        with timer("bootstrap"):
+            base_eval = base_fn(params, ws, rep)
+        with timer("record"):
+            rec.base(base_eval)
+        rep.iteration({"generation": 0, "arm": "loop", "eval": base_eval["levels"],
+                       "seconds": dict(timer.times)})
+        # The control arm needs only the base model: it runs beside the loop in its own
+        # process (tiny models use one core each best; see run.threads).
+        ctl = _start_control(params) if params.run.control and params.run.iterations else None
+        rows: list[dict] = []
+        reason = ""
         for g in range(1, params.run.iterations + 1):
             m = done(ws.gen(g) / "metrics.json") or iteration_fn(params, ws, g, rep)
+            with timer("record"):
+                rec.generation(g, m)
             rows.append(m)
             rep.iteration(m)
             # The place for the collapse monitor's decisions.
             action, reason = next_action(params, [base_eval["levels"], *[r["eval"] for r in rows]])
             if action == "stop":
                 break
+        results = finish_run(params, ws, base_eval, rows, ctl, rep,
+                             {**timer.times, "total": round(time.perf_counter() - t0, 1)}, reason)
+        rec.close(results, len(results["control"]))
+        return results
     except BaseException:
         if ctl is not None and ctl.is_alive():
             ctl.terminate()
+        with contextlib.suppress(Exception):
+            rec.close({}, 0, status="FAILED")
         raise
-    return finish_run(params, ws, base_eval, rows, ctl, rep,
-                      {**timer.times, "total": round(time.perf_counter() - t0, 1)}, reason)

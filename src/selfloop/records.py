@@ -64,5 +64,9 @@ def write_json(path: str | Path, obj: Any) -> None:
     _atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def write_text(path: str | Path, text: str) -> None:
+    _atomic_write_bytes(Path(path), text.encode())
+
+
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,8 +195,11 @@ def run_checks(kind: str, frame, checks: list[Check], path: Path, out: Path | No
             else (1 if cfg.kwargs.get("column") in missing else 0),
             "ids": ids[:MAX_IDS_SHOWN],
         })
+    # The file is named relative to the generation directory (the summary sits in its
+    # validation/ folder), so a replay from another directory writes the same bytes.
+    shown = os.path.relpath(path, out.parent.parent) if out is not None else str(path)
     summary = {
-        "kind": kind, "file": str(path), "rows": len(frame), "success": bool(result.success),
+        "kind": kind, "file": shown, "rows": len(frame), "success": bool(result.success),
         "expectations": len(checks), "failures": failures,
     }
     if out is not None:

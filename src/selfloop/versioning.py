@@ -1,0 +1,292 @@
+"""DVC versioning: every run directory is a DVC pipeline of its own.
+
+``<workdir>/dvc.yaml`` gets the stages of each step as the loop finishes it (one stage per
+step and generation, e.g. ``gen_003_curate``), ``<workdir>/params.json`` (the run's resolved
+parameters) is the params file the stages depend on, and ``dvc commit`` records the files the
+loop already wrote into ``<workdir>/dvc.lock``, so after a run ``dvc status`` is clean and
+``dvc repro`` has nothing to do. Each stage's command is ``selfloop stage ...`` (run in the
+workdir), so ``dvc repro --force`` replays the run from its params, and ``dvc exp run -S
+params.json:curate.cap_per_problem=1`` re-runs only the stages that depend on that setting.
+
+Stages are written by the loop rather than declared once with ``foreach``: a run may stop
+early (plateau, monitor) and a stage must never be declared whose outputs do not exist, or
+``dvc status`` would never be clean.
+
+DVC never waits for its own lock (a second command fails with "is busy"), so every DVC
+command from selfloop runs under one flock per repository and retries a busy repo."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+from selfloop.records import write_text
+
+PARAMS = "params.json"
+LOCK_WAIT_S = 1800  # how long a loop waits for another loop's DVC command
+BUSY_RETRIES = 10
+LOCAL_FILES = ("/.lock", "/mlflow.json")  # a foreign `dvc` command holding DVC's own lock
+
+
+class DvcError(RuntimeError):
+    """A DVC command failed; the message carries its output."""
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def _stage(cmd: str, deps: list[str], params: list[str], outs: list[str]) -> dict:
+    stage: dict = {"cmd": cmd}
+    if deps:
+        stage["deps"] = deps
+    stage["params"] = [{PARAMS: params}]
+    stage["outs"] = outs
+    return stage
+
+
+def _model(g: int, arm: str) -> str:
+    return f"gen_{g:03d}/model" if arm == "loop" or g == 0 else f"{arm}/gen_{g:03d}/model"
+
+
+# Which parameter sections each step reads (a step listed here is re-run by DVC when any
+# of them changes). Generation and evaluation read the generate, verify and domain
+# sections; seeds and thread counts change results, so they are parameters too.
+_SAMPLE = ["domain", "generate", "verify", "run.seed", "run.threads"]
+
+
+REF, HELD = "data/reference.jsonl", "data/heldout.jsonl"
+
+
+def base_stages(model_path: str = "") -> dict[str, dict]:
+    """The starting checkpoint, reference and held-out data, the base model and its evaluation."""
+    return {
+        "init": _stage("selfloop stage init", [model_path] if model_path else [],
+                       ["model", "domain.name", "run.seed"], ["init_model"]),
+        "data": _stage("selfloop stage data", ["init_model"], ["domain", "reference", "verify", "run.seed"],
+                       [REF, HELD, "data/validation/reference.json"]),
+        "base_train": _stage("selfloop stage bootstrap", ["init_model", REF],
+                             ["bootstrap", "run.seed", "run.threads"],
+                             ["gen_000/model", "gen_000/pool.jsonl"]),
+        "base_evaluate": _stage("selfloop stage evaluate 0", ["gen_000/model", HELD],
+                                ["evaluate", *_SAMPLE], ["gen_000/eval.json"]),
+    }
+
+
+def generation_stages(g: int) -> dict[str, dict]:
+    """One generation of the loop arm: plan, generate, verify, curate, train, evaluate."""
+    d, prev = f"gen_{g:03d}", f"gen_{g - 1:03d}"
+    curated = [f"{d}/{n}" for n in ("accepted.jsonl", "curation.jsonl", "pool.jsonl", "mix.jsonl",
+                                    "validation/accepted.json", "validation/mix.json")]
+    specs = {
+        "plan": ([f"{prev}/eval.json"], ["plan", "domain", "run.seed"], [f"{d}/plan.json"]),
+        "generate": ([f"{prev}/model", f"{d}/plan.json", HELD], [*_SAMPLE, "plan"],
+                     [f"{d}/candidates.jsonl"]),
+        "verify": ([f"{d}/candidates.jsonl", f"{prev}/model", HELD], ["domain", "generate", "verify"],
+                   [f"{d}/verified.jsonl", f"{d}/validation/candidates.json"]),
+        "curate": ([f"{d}/verified.jsonl", f"{prev}/pool.jsonl", REF, HELD],
+                   ["curate", "train", "domain", "generate", "verify", "run.seed"], curated),
+        "train": ([f"{prev}/model", f"{d}/mix.jsonl", f"{d}/pool.jsonl", REF, HELD],
+                  ["train", "run.seed", "run.threads"], [f"{d}/model"]),
+        "evaluate": ([f"{d}/model", HELD], ["evaluate", *_SAMPLE], [f"{d}/eval.json"]),
+    }
+    return {f"{d}_{step}": _stage(f"selfloop stage {step} {g}", *spec) for step, spec in specs.items()}
+
+
+def control_stages(g: int) -> dict[str, dict]:
+    """One generation of the control arm: a reference-only mix, train, evaluate."""
+    d = f"control/gen_{g:03d}"
+    specs = {
+        "mix": ([REF, HELD], ["train", "domain", "generate", "verify", "run.seed"],
+                [f"{d}/mix.jsonl", f"{d}/validation/mix.json"]),
+        "train": ([_model(g - 1, "control"), f"{d}/mix.jsonl", REF, HELD],
+                  ["train", "run.seed", "run.threads"], [f"{d}/model"]),
+        "evaluate": ([f"{d}/model", HELD], ["evaluate", *_SAMPLE], [f"{d}/eval.json"]),
+    }
+    return {f"control_{g:03d}_{step}": _stage(f"selfloop stage {step} {g} --arm control", *spec)
+            for step, spec in specs.items()}
+
+
+def stages_upto(g: int, model_path: str = "", control: bool = False) -> dict[str, dict]:
+    """Every stage a run needs to have generation ``g`` (and, optionally, its control arm)."""
+    stages = base_stages(model_path)
+    for i in range(1, g + 1):
+        stages.update(generation_stages(i))
+        if control:
+            stages.update(control_stages(i))
+    return stages
+
+
+# --------------------------------------------------------------------------- the repo
+
+
+def find_root(path: Path) -> Path | None:
+    """The DVC repository holding ``path`` (the nearest parent with a .dvc directory)."""
+    p = path.resolve()
+    for d in (p, *p.parents):
+        if (d / ".dvc").is_dir():
+            return d
+    return None
+
+
+def _dvc_bin() -> str:
+    exe = Path(sys.executable).parent / "dvc"
+    return str(exe) if exe.exists() else (shutil.which("dvc") or "dvc")
+
+
+@contextlib.contextmanager
+def repo_lock(root: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """One selfloop DVC command per repository at a time; others wait (up to ``wait_s``)."""
+    path = root / ".dvc" / "tmp" / "selfloop.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DvcError(f"waited {wait_s:.0f}s for the DVC lock {path} (another selfloop "
+                                   "run is versioning in this repository)") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def dvc(root: Path, *args: str) -> str:
+    """Run one DVC command in ``root`` under the repo lock; retry while DVC says it is busy."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    with repo_lock(root):
+        for attempt in range(BUSY_RETRIES + 1):
+            proc = subprocess.run([_dvc_bin(), *args], cwd=root, env=env, capture_output=True, text=True)
+            out = proc.stdout + proc.stderr
+            if proc.returncode == 0:
+                return out
+            if "is busy" not in out or attempt == BUSY_RETRIES:
+                raise DvcError(f"`dvc {' '.join(args)}` failed in {root} "
+                               f"(exit {proc.returncode}):\n{out.strip()}")
+            time.sleep(min(0.5 * 2**attempt, 10))
+    raise AssertionError("unreachable")
+
+
+def file_md5(path: Path) -> str:
+    """The md5 DVC 3 records for a file (plain md5 of its bytes)."""
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Versioning:
+    """The DVC pipeline of one run directory. Disabled (every call a no-op) when the run is
+    not inside a DVC repository or ``track.dvc`` is off."""
+
+    def __init__(self, workdir: Path, enabled: bool = True, levels: tuple[int, ...] = ()) -> None:
+        self.workdir = workdir.resolve()
+        self.levels = levels
+        self.root = find_root(self.workdir) if enabled else None
+        self.pipeline = self.workdir / "dvc.yaml"
+
+    @property
+    def enabled(self) -> bool:
+        return self.root is not None
+
+    def target(self, stage: str) -> str:
+        return f"{self.pipeline.relative_to(self.root)}:{stage}"
+
+    def _write_pipeline(self, stages: dict[str, dict]) -> None:
+        doc = yaml.safe_load(self.pipeline.read_text()) if self.pipeline.exists() else None
+        doc = doc or {}
+        doc.setdefault("stages", {}).update(stages)
+        names = doc["stages"]
+        gens = sorted({n[:7] for n in names if n.startswith("gen_")})
+        ctl = sorted({n[:11] for n in names if n.startswith("control_")})
+        metrics = [f"{g}/metrics.json" for g in gens]
+        metrics += [f"control/gen_{c[8:11]}/metrics.json" for c in ctl]
+        doc["metrics"] = ["gen_000/eval.json", *metrics]
+        acc = [f"L{lv}" for lv in self.levels]
+        doc["plots"] = [{"held-out greedy accuracy": {"x": "generation", "y": {"history.json": acc}}},
+                        {"acceptance rate": {"x": "generation", "y": {"history.json": ["acceptance"]}}}]
+        header = "# Written by selfloop as the run goes (see src/selfloop/versioning.py).\n"
+        write_text(self.pipeline, header + yaml.safe_dump(doc, sort_keys=False, width=120))
+
+    def _ignore_local_files(self) -> None:
+        """The run's lock and MLflow state belong to this machine, not to the repository."""
+        path = self.workdir / ".gitignore"
+        lines = path.read_text().splitlines() if path.exists() else []
+        missing = [n for n in LOCAL_FILES if n not in lines]
+        if missing:
+            write_text(path, "\n".join([*lines, *missing]) + "\n")
+
+    def record(self, stages: dict[str, dict]) -> None:
+        """Declare ``stages`` (their outputs already written by the loop) and commit them."""
+        if not self.enabled:
+            return
+        with repo_lock(self.root):
+            self._write_pipeline(stages)
+            self._ignore_local_files()
+        dvc(self.root, "commit", "--force", "--quiet", *[self.target(s) for s in stages])
+
+    def lock_outs(self) -> dict[str, str]:
+        """Output path (relative to the workdir) -> md5 from dvc.lock (directories: .dir hash)."""
+        lock = self.workdir / "dvc.lock"
+        if not lock.exists():
+            return {}
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        return {o["path"]: o["md5"] for s in stages.values() for o in s.get("outs", [])}
+
+    def generation_hash(self, g: int) -> str:
+        """One hash for a generation's versioned files: md5 over its outputs' DVC hashes."""
+        prefix = f"gen_{g:03d}/"
+        outs = sorted((p, m) for p, m in self.lock_outs().items() if p.startswith(prefix))
+        return hashlib.md5(json.dumps(outs).encode()).hexdigest() if outs else ""
+
+    def has_remote(self) -> bool:
+        if not self.enabled:
+            return False
+        try:
+            return bool(dvc(self.root, "remote", "default").strip())
+        except DvcError as e:  # "No default remote set"
+            if "no default remote" in str(e).lower():
+                return False
+            raise
+
+    def push(self) -> str:
+        """Send every output of this run's pipeline to the default remote."""
+        return dvc(self.root, "push", "--quiet", str(self.pipeline.relative_to(self.root)))
+
+
+def checkout(workdir: Path, g: int) -> list[str]:
+    """Restore generation ``g`` of a run (and everything it was made from) exactly as
+    dvc.lock records it: from the local cache, else pulled from the default remote.
+    Returns the restored paths."""
+    v = Versioning(workdir)
+    if not v.enabled:
+        raise DvcError(f"{workdir} is not inside a DVC repository")
+    lock = workdir / "dvc.lock"
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.exists() else {}
+    wanted = [s for s in stages_upto(g) if s in stages]
+    if f"gen_{g:03d}_evaluate" not in stages:
+        raise DvcError(f"generation {g} is not recorded in {lock}")
+    targets = [v.target(s) for s in wanted]
+    try:
+        dvc(v.root, "checkout", "--force", "--quiet", *targets)
+    except DvcError as e:
+        if "missing" not in str(e).lower() and "not in cache" not in str(e).lower():
+            raise
+        dvc(v.root, "pull", "--force", "--quiet", *targets)
+    return [o["path"] for s in wanted for o in stages[s].get("outs", [])]

@@ -1,0 +1,115 @@
+"""DVC versioning: the stage graph is closed, a run leaves a clean DVC status with every
+file it wrote recorded, `selfloop checkout` restores a generation, and DVC access from two
+processes is serialized."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from selfloop.config import load_params
+from selfloop.loop import run
+from selfloop.versioning import DvcError, Versioning, checkout, file_md5, repo_lock, stages_upto
+from tests.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+
+
+def sh(cwd: Path, *cmd: str) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def dvc_repo(path: Path) -> Path:
+    path.mkdir(parents=True)
+    sh(path, "git", "init", "-q")
+    sh(path, "git", "config", "user.email", "t@example.com")
+    sh(path, "git", "config", "user.name", "t")
+    sh(path, str(BIN / "dvc"), "init", "-q")
+    (path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
+    sh(path, "git", "add", "dvc.yaml")
+    sh(path, "git", "commit", "-qm", "dvc init")
+    return path
+
+
+def test_stage_graph_is_closed():
+    """Every dependency of a stage is the output of an earlier stage (or inside one)."""
+    outs: list[str] = []
+    for name, stage in stages_upto(3, control=True).items():
+        for dep in stage.get("deps", []):
+            assert any(dep == o or dep.startswith(o + "/") for o in outs), f"{name}: {dep} made by no stage"
+        assert all(p["params.json"] for p in stage["params"])
+        outs.extend(stage["outs"])
+    assert len(outs) == len(set(outs)), "two stages write one file"
+
+
+@pytest.fixture(scope="module")
+def recorded_run(tmp_path_factory):
+    repo = dvc_repo(tmp_path_factory.mktemp("v") / "repo")
+    workdir = repo / "runs" / "t"
+    params = load_params(ROOT / "params.yaml", [*TINY, "run.iterations=2", f"run.workdir={workdir}"])
+    run(params)
+    return repo, workdir
+
+
+def test_run_is_recorded_and_status_clean(recorded_run):
+    repo, workdir = recorded_run
+    assert "Data and pipelines are up to date" in sh(repo, str(BIN / "dvc"), "status")
+    lock = yaml.safe_load((workdir / "dvc.lock").read_text())["stages"]
+    for g in (1, 2):
+        for step in ("plan", "generate", "verify", "curate", "train", "evaluate"):
+            assert f"gen_{g:03d}_{step}" in lock
+        for step in ("mix", "train", "evaluate"):
+            assert f"control_{g:03d}_{step}" in lock
+    # every file the loop wrote is either a DVC output or a small git-tracked file
+    recorded = set(Versioning(workdir).lock_outs())
+    git_tracked = {"params.json", "results.json", "history.json", "dvc.yaml", "dvc.lock", ".gitignore"}
+    for f in workdir.rglob("*"):
+        rel = f.relative_to(workdir).as_posix()
+        if f.is_dir() or f.name in (".lock", ".gitignore") or rel in git_tracked or f.name == "metrics.json":
+            continue
+        assert any(rel == r or rel.startswith(r + "/") for r in recorded), f"{rel} is not versioned"
+    ignored = sh(repo, "git", "status", "--porcelain", "--ignored", "runs")
+    assert "runs/t/.lock" in ignored and "runs/t/gen_001/candidates.jsonl" in ignored
+    assert "Data and pipelines are up to date" in sh(repo, str(BIN / "dvc"), "repro", "--dry")
+    plots = yaml.safe_load((workdir / "dvc.yaml").read_text())["plots"]
+    assert plots and "gen_002/metrics.json" in yaml.safe_load((workdir / "dvc.yaml").read_text())["metrics"]
+    assert "gen_002" in sh(repo, str(BIN / "dvc"), "metrics", "show")
+
+
+def test_checkout_restores_a_generation(recorded_run):
+    repo, workdir = recorded_run
+    weights = workdir / "gen_001" / "model" / "model.safetensors"
+    before = file_md5(weights)
+    weights.write_bytes(b"damaged")
+    (workdir / "gen_001" / "mix.jsonl").unlink()
+    restored = checkout(workdir, 1)
+    assert "gen_001/model" in restored and file_md5(weights) == before
+    assert (workdir / "gen_001" / "mix.jsonl").exists()
+    with pytest.raises(DvcError, match="generation 7 is not recorded"):
+        checkout(workdir, 7)
+
+
+def test_dvc_access_is_serialized(tmp_path):
+    """A second writer waits for the first; one that cannot wait gets a clear error."""
+    repo = dvc_repo(tmp_path / "repo")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from selfloop.versioning import repo_lock\n"
+        f"with repo_lock(Path({str(repo)!r})):\n    print('held', flush=True); time.sleep(1.5)")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(DvcError, match="another selfloop run is versioning"):
+        with repo_lock(repo, wait_s=0.2):
+            pass
+    t = time.monotonic()
+    with repo_lock(repo):
+        waited = time.monotonic() - t
+    holder.wait()
+    assert waited > 0.5
