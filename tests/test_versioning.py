@@ -3,6 +3,7 @@ file it wrote recorded, `selfloop checkout` restores a generation, and DVC acces
 processes is serialized."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -85,7 +86,7 @@ def test_run_is_recorded_and_status_clean(recorded_run):
 
 
 def test_checkout_restores_a_generation(recorded_run):
-    repo, workdir = recorded_run
+    _, workdir = recorded_run
     weights = workdir / "gen_001" / "model" / "model.safetensors"
     before = file_md5(weights)
     weights.write_bytes(b"damaged")
@@ -105,11 +106,31 @@ def test_dvc_access_is_serialized(tmp_path):
         f"with repo_lock(Path({str(repo)!r})):\n    print('held', flush=True); time.sleep(1.5)")],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    with pytest.raises(DvcError, match="another selfloop run is versioning"):
-        with repo_lock(repo, wait_s=0.2):
-            pass
+    with pytest.raises(DvcError, match="another selfloop run is versioning"), repo_lock(repo, wait_s=0.2):
+        pass
     t = time.monotonic()
     with repo_lock(repo):
         waited = time.monotonic() - t
     holder.wait()
     assert waited > 0.5
+
+
+def test_counterfactual_replay_reruns_only_what_depends_on_the_change(recorded_run):
+    """`dvc exp run -S` on a curation setting re-runs curation (and what its outputs feed)
+    and nothing upstream of it or beside it (the control arm)."""
+    repo, _ = recorded_run
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "a recorded run")
+    out = sh(repo, str(BIN / "dvc"), "exp", "run", "runs/t/dvc.yaml",
+             "-S", "runs/t/params.json:curate.cap_per_problem=1")
+    def stages(marker: str) -> set[str]:
+        return {m.group(1) for line in out.splitlines() if marker in line
+                for m in [re.search(r"stage '[^']*:([^']+)'", line, re.I)] if m}
+
+    ran, skipped = stages("Running stage"), stages("didn't change")
+    assert {"gen_001_curate", "gen_002_curate"} <= ran
+    upstream = {"init", "data", "base_train", "base_evaluate", "gen_001_plan", "gen_001_generate",
+                "gen_001_verify"}
+    assert upstream <= skipped and not upstream & ran
+    assert not {s for s in ran if s.startswith("control_")}
+    assert "Data and pipelines are up to date" in sh(repo, str(BIN / "dvc"), "status")
