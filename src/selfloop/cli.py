@@ -131,10 +131,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_lineage(args: argparse.Namespace) -> int:
     from selfloop.lineage import RecordNotFound, format_lineage, lineage
+    from selfloop.recording import model_versions
     from selfloop.workspace import Workspace
 
     try:
-        print(format_lineage(lineage(Workspace(Path(args.workdir)), args.record_id)))
+        ws = Workspace(Path(args.workdir))
+        print(format_lineage(lineage(ws, args.record_id, model_versions(ws))))
     except RecordNotFound as e:
         print(f"selfloop: {e}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ the files a run wrote (no database needed)."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from selfloop.records import file_sha256, iter_jsonl
@@ -27,9 +28,10 @@ def _find(path: Path, record_id: str) -> dict | None:
     return None
 
 
-def lineage(ws: Workspace, record_id: str) -> dict:
+def lineage(ws: Workspace, record_id: str, version_of: Callable[[str], int | None] | None = None) -> dict:
     """The chain for ``record_id``: the record, its generation, generator, sampling, verdicts,
-    curation decision, and every checkpoint whose training mix contained it."""
+    curation decision, and every checkpoint whose training mix contained it. ``version_of``
+    maps a checkpoint's sha256 to its MLflow model version (when a tracking store exists)."""
     record = _find(ws.reference, record_id)
     decision = None
     if record is None:
@@ -60,7 +62,12 @@ def lineage(ws: Workspace, record_id: str) -> dict:
                     "sha256": file_sha256(weights) if weights.exists() else None,
                     "times_in_mix": sum(uses.values()),
                 })
-    return {"record": record, "curation": decision, "trained": trained}
+    version = version_of or (lambda sha: None)
+    for t in trained:
+        t["model_version"] = version(t["sha256"]) if t["sha256"] else None
+    generator_sha = (record.get("generator") or {}).get("sha256")
+    return {"record": record, "curation": decision, "trained": trained,
+            "generator_version": version(generator_sha) if generator_sha else None}
 
 
 def format_lineage(chain: dict) -> str:
@@ -76,7 +83,8 @@ def format_lineage(chain: dict) -> str:
     else:
         g, s = r.get("generator", {}), r.get("sampling", {})
         lines += [
-            f"generator   {g.get('path')}  sha256 {g.get('sha256')}  model version {g.get('model_version')}",
+            f"generator   {g.get('path')}  sha256 {g.get('sha256')}  "
+            f"model version {chain.get('generator_version') or '-'}",
             f"sampling    temperature {s.get('temperature')}  top_p {s.get('top_p')}  seed {s.get('seed')}"
             f"  samples/problem {s.get('samples_per_problem')}  (this answer {r.get('count', 1)}x)",
         ]
@@ -86,7 +94,8 @@ def format_lineage(chain: dict) -> str:
     if chain["trained"]:
         for t in chain["trained"]:
             lines.append(f"trained     {t['arm']} generation {t['generation']}: {t['checkpoint']} "
-                         f"sha256 {t['sha256']} ({t['times_in_mix']}x in its mix)")
+                         f"sha256 {t['sha256']} model version {t.get('model_version') or '-'} "
+                         f"({t['times_in_mix']}x in its mix)")
     else:
         lines.append("trained     no checkpoint trained on it")
     return "\n".join(lines)

@@ -134,3 +134,14 @@ class Recorder:
         row = {"generation": g, **{f"L{lv}": metrics["eval"][str(lv)]["greedy_acc"] for lv in self.levels}}
         row["acceptance"] = metrics.get("verify", {}).get("acceptance_rate", 0.0)
         write_json(path, [*rows, row])
+
+
+def model_versions(ws: Workspace):
+    """Checkpoint sha256 -> MLflow model version for a run that was tracked (it has an
+    mlflow.json), else None. Used by ``selfloop lineage``."""
+    from selfloop.config import params_from_dict
+
+    if not (ws.root / "mlflow.json").exists() or not (ws.root / "params.json").exists():
+        return None
+    tracker = Recorder(params_from_dict(read_json(ws.root / "params.json")), ws).tracker
+    return tracker.version_for_checkpoint if tracker else None

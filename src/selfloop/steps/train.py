@@ -108,16 +108,16 @@ def sft(
     return model
 
 
-def checkpoint_info(path: str | Path, root: str | Path | None = None,
-                    model_version: str | None = None) -> dict:
+def checkpoint_info(path: str | Path, root: str | Path | None = None) -> dict:
     """What a record says about the checkpoint that generated it (path relative to ``root``,
-    so the same run gives the same records wherever its directory is)."""
+    so the same run gives the same records wherever its directory is). The content hash is
+    the key to the checkpoint's MLflow model version (a tag on the version; see
+    selfloop.recording for why the version number itself is not in the record)."""
     path = Path(path)
     weights = path / "model.safetensors"
     return {
         "path": str(path.relative_to(root)) if root else str(path),
         "sha256": file_sha256(weights) if weights.exists() else None,
-        "model_version": model_version,
     }
 
 
