@@ -6,7 +6,7 @@ export DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_
 export DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup run run-flow serve test test-slow lint bench clean
+.PHONY: setup run run-plain serve test test-slow lint bench clean
 
 setup: $(BIN)/selfloop
 
@@ -18,12 +18,14 @@ $(BIN)/selfloop: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(BIN)/selfloop
 
+# The loop as a Prefect flow against a project-local server (started and stopped here),
+# versioned by DVC, tracked in MLflow, gated by great-expectations. Replaces runs/default.
 run: setup
-	$(BIN)/selfloop run --fresh
+	infra/with-prefect-server.sh $(BIN)/python -m flows.loop runs/default
 
-# The same loop as a Prefect flow against a project-local server (9m21s vs 7m43s measured).
-run-flow: setup
-	infra/with-prefect-server.sh $(BIN)/python -m flows.loop
+# The same loop without Prefect (DVC, MLflow and the gates still on): `selfloop run`.
+run-plain: setup
+	$(BIN)/selfloop run --fresh
 
 serve: setup
 	infra/with-prefect-server.sh $(BIN)/python -m flows.serve

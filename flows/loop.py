@@ -1,6 +1,6 @@
-"""The loop as Prefect flows. ``python -m flows.loop`` (what ``make run`` calls) runs it with
-no server configured; ``make serve`` serves the deployments in prefect.yaml so runs can be
-scheduled or triggered from the UI with parameters."""
+"""The loop as Prefect flows. ``python -m flows.loop`` (what ``make run`` calls, against the
+project-local server infra/with-prefect-server.sh starts) runs it; ``make serve`` serves the
+deployments in prefect.yaml so runs can be scheduled or triggered from the UI with parameters."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 from selfloop import loop
 from selfloop.cli import RichReporter, format_row, results_table
 from selfloop.config import load_params, params_from_dict, to_dict
+from selfloop.recording import Recorder
 from selfloop.workspace import Workspace
 from tasks import steps
 
@@ -84,6 +85,7 @@ def loop_flow(
     ov.append(f"run.workdir={workdir or f'runs/{flow_run.get_name() or int(time.time())}'}")
     params = load_params(PARAMS_FILE, ov)
     ws = Workspace(Path(params.run.workdir))
+    log.info("run in %s: %s", ws.root, Recorder(params, ws).describe())
     with loop.claim(ws, params, resume=resume, fresh=fresh):
         results = loop.drive(
             params, ws, _LogReporter(params.domain.levels),
@@ -101,14 +103,37 @@ def loop_flow(
     return results
 
 
-def main() -> int:
-    """``make run-flow``: the default loop in runs/default, replacing an earlier one."""
-    args = sys.argv[1:]
+def main(argv: list[str] | None = None) -> int:
+    """``make run``: the loop as this flow (fresh in runs/default unless told otherwise)."""
+    import argparse
+
+    from selfloop.config import ConfigError
+    from selfloop.lock import RunLocked
+    from selfloop.validate import ValidationFailed
+
+    ap = argparse.ArgumentParser(prog="python -m flows.loop", description=main.__doc__)
+    ap.add_argument("workdir", nargs="?", default="runs/default",
+                    help="run directory (default: runs/default)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override one parameter (repeatable)")
+    ap.add_argument("--iterations", type=int, help="override run.iterations")
+    ap.add_argument("--resume", action="store_true", help="continue a stopped run instead of replacing it")
+    args = ap.parse_args(argv)
     rep = RichReporter(load_params(PARAMS_FILE).domain.levels)
     if rep.console.is_terminal:
         steps.use_reporter(rep)
-    results = loop_flow(workdir=args[0] if args else "runs/default", fresh=True)
-    rep.console.print(f"\nwall time {results['seconds']['total']:.0f}s")
+    try:
+        results = loop_flow(iterations=args.iterations, overrides=args.set, workdir=args.workdir,
+                            resume=args.resume, fresh=not args.resume)
+    except (ConfigError, RunLocked) as e:
+        rep.console.print(f"selfloop: {e}")
+        return 2
+    except ValidationFailed as e:
+        rep.console.print(f"selfloop: {e}")
+        return 3
+    levels = load_params(PARAMS_FILE, args.set).domain.levels
+    rep.console.print("\nHeld-out greedy accuracy (pass@k in brackets)\n" + results_table(results, levels))
+    rep.console.print(f"wall time {results['seconds']['total']:.0f}s; results in {args.workdir}/results.json")
     return 0
 
 

@@ -1,7 +1,7 @@
 """One Prefect task per step. Each is a few lines around a core call from
 ``selfloop.loop``: files in, files out, small stats back. Retries only on I/O errors (a
-verification or validation failure is final), timeouts, tags; no result caching: the run
-directory is the state and ``--resume`` the recovery."""
+verification or validation failure is final), timeouts; no task tags (see ``_step``); no
+result caching: the run directory is the state and ``--resume`` the recovery."""
 
 from __future__ import annotations
 
@@ -36,10 +36,14 @@ def io_error_only(task, task_run, state) -> bool:
     return False
 
 
-def _step(name: str, timeout: int, tags: tuple[str, ...]):
-    return task(name=name, tags=["selfloop", *tags], timeout_seconds=timeout, retries=2,
-                retry_delay_seconds=5, retry_condition_fn=io_error_only, cache_policy=NO_CACHE,
-                persist_result=False)
+def _step(name: str, timeout: int):
+    # No task-run tags, on purpose. Prefect 3.8 asks the server for tag concurrency slots
+    # before every tagged task run (even with no limits defined); on a SQLite-backed server
+    # that UPDATE often meets "database is locked", the server answers 503 and the client
+    # backs off a fixed ~2 s: measured as a 2 s gap before most tasks (+21-26% on the default
+    # run). Runs are tagged at the deployment (prefect.yaml); tasks are told apart by name.
+    return task(name=name, timeout_seconds=timeout, retries=2, retry_delay_seconds=5,
+                retry_condition_fn=io_error_only, cache_policy=NO_CACHE, persist_result=False)
 
 
 def _call(fn, params: Params, workdir: str, *args, **kw) -> dict:
@@ -49,62 +53,62 @@ def _call(fn, params: Params, workdir: str, *args, **kw) -> dict:
     return out or {}
 
 
-@_step("prepare", 1800, ("data",))
+@_step("prepare", 1800)
 def prepare(params: Params, workdir: str) -> None:
     _call(loop.prepare, params, workdir)
 
 
-@_step("bootstrap", 7200, ("train",))
+@_step("bootstrap", 7200)
 def bootstrap(params: Params, workdir: str) -> dict:
     return _call(loop.base, params, workdir)
 
 
-@_step("plan", 300, ("plan",))
+@_step("plan", 300)
 def plan(params: Params, workdir: str, g: int) -> dict:
     return _call(loop.step_plan, params, workdir, g)
 
 
-@_step("generate", 7200, ("generate",))
+@_step("generate", 7200)
 def generate(params: Params, workdir: str, g: int) -> dict:
     return _call(loop.step_generate, params, workdir, g)
 
 
-@_step("verify", 3600, ("verify", "validate"))
+@_step("verify", 3600)
 def verify(params: Params, workdir: str, g: int) -> dict:
     return _call(loop.step_verify, params, workdir, g)
 
 
-@_step("curate", 3600, ("curate", "validate"))
+@_step("curate", 3600)
 def curate(params: Params, workdir: str, g: int) -> dict:
     return _call(loop.step_curate, params, workdir, g)
 
 
-@_step("train", 7200, ("train",))
+@_step("train", 7200)
 def train(params: Params, workdir: str, g: int) -> dict:
     return _call(loop.step_train, params, workdir, g)
 
 
-@_step("evaluate", 3600, ("evaluate",))
+@_step("evaluate", 3600)
 def evaluate(params: Params, workdir: str, g: int) -> dict:
     return _call(loop.step_evaluate, params, workdir, g)
 
 
-@_step("record-open", 600, ("mlflow",))
+@_step("record-open", 600)
 def record_open(params: Params, workdir: str, tags: dict[str, str]) -> None:
     Recorder(params, Workspace(Path(workdir))).open(tags)
 
 
-@_step("record-base", 1800, ("dvc", "mlflow"))
+@_step("record-base", 1800)
 def record_base(params: Params, workdir: str, base_eval: dict, tags: dict[str, str]) -> dict:
     return Recorder(params, Workspace(Path(workdir))).base(base_eval, tags)
 
 
-@_step("record-generation", 1800, ("dvc", "mlflow"))
+@_step("record-generation", 1800)
 def record_generation(params: Params, workdir: str, g: int, metrics: dict, tags: dict[str, str]) -> dict:
     return Recorder(params, Workspace(Path(workdir))).generation(g, metrics, tags)
 
 
-@_step("record-close", 3600, ("dvc", "mlflow"))
+@_step("record-close", 3600)
 def record_close(params: Params, workdir: str, results: dict, control_generations: int, status: str) -> None:
     Recorder(params, Workspace(Path(workdir))).close(results, control_generations, status)
 

@@ -119,6 +119,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     rep = RichReporter(params.domain.levels)
     rep.console.print(f"selfloop run -> {workdir}  ({params.run.iterations} iterations, "
                       f"control arm {'on' if params.run.control else 'off'})")
+    from selfloop.recording import Recorder
+    from selfloop.workspace import Workspace
+
+    rep.console.print(Recorder(params, Workspace(workdir)).describe())
     rep.console.print("rows: arm, generation, held-out greedy accuracy per level (pass@k), acceptance, "
                       "accepted answers, pool size, problems per level, step seconds")
     results = run(params, rep, resume=args.resume and (workdir / "params.json").exists(),

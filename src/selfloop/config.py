@@ -31,6 +31,9 @@ class RunConfig:
         1, "Torch threads per process; the loop and the control arm run side by side, one core each."
     )
     control: bool = _f(True, "Also run the control arm (same training budget, reference data only).")
+    gates: bool = _f(
+        True, "Gate each batch with its great-expectations suite before training (off: to measure its cost)."
+    )
     patience: int = _f(
         0, "Stop early when mean held-out accuracy has not improved for this many generations (0: never)."
     )

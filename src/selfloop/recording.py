@@ -65,6 +65,16 @@ class Recorder:
         self.dvc = Versioning(ws.root, params.track.dvc, self.levels)
         self.root = project_root(ws)
 
+    def describe(self) -> str:
+        """One line on where this run is versioned and tracked."""
+        from selfloop.tracking import default_tracking_uri
+
+        dvc = (f"DVC in {self.dvc.root} ({self.dvc.pipeline.relative_to(self.dvc.root)})" if self.dvc.enabled
+               else "DVC off" + ("" if not self.params.track.dvc else " (not inside a DVC repository)"))
+        mlf = f"MLflow at {default_tracking_uri(self.root)}" if self.params.track.mlflow else "MLflow off"
+        gates = "great-expectations gates on" if self.params.run.gates else "gates OFF"
+        return f"{dvc}; {mlf}; {gates}"
+
     # ------------------------------------------------------------------ mlflow
     @property
     def tracker(self):

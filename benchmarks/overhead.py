@@ -1,0 +1,96 @@
+"""What orchestration, versioning, tracking and validation cost: the same loop run as
+``make run`` runs it (Prefect flow against a project-local server, DVC, MLflow,
+great-expectations gates) and as the plain core loop (``selfloop run`` with all four off),
+side by side in one benchmark run, alternating which goes first.
+
+    python benchmarks/overhead.py [--repeats N] [--set section.key=value ...]
+
+Writes benchmarks/results/overhead.json (and the name given by --name)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = ROOT / ".venv" / "bin"
+PLAIN_OFF = ["run.gates=false", "track.dvc=false", "track.mlflow=false"]
+
+
+def commands(overrides: list[str]) -> dict[str, list[str]]:
+    sets = [a for o in overrides for a in ("--set", o)]
+    return {
+        "plain": [str(BIN / "selfloop"), "run", "--fresh", "--workdir", "runs/bench-plain", *sets,
+                  *[a for o in PLAIN_OFF for a in ("--set", o)]],
+        "full": [str(ROOT / "infra" / "with-prefect-server.sh"), str(BIN / "python"), "-m", "flows.loop",
+                 "runs/bench-full", *sets],
+    }
+
+
+def timed(cmd: list[str], log: Path) -> float:
+    env = {**os.environ, "SELFLOOP_PREFECT_PORT": "4209"}
+    env.pop("PREFECT_API_URL", None)  # the full run starts its own server, as make run does
+    t = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    sec = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}")
+    return sec
+
+
+def accuracies(workdir: str) -> list:
+    r = json.loads((ROOT / workdir / "results.json").read_text())
+    return [r["base"], r["loop"], r["control"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    ap.add_argument("--name", default="overhead")
+    args = ap.parse_args(argv)
+    cmds = commands(args.set)
+    logs = ROOT / "benchmarks" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    times: dict[str, list[float]] = {"plain": [], "full": []}
+    for i in range(args.repeats):
+        for arm in (("plain", "full") if i % 2 == 0 else ("full", "plain")):
+            sec = timed(cmds[arm], logs / f"{args.name}-{arm}-{i}.log")
+            times[arm].append(round(sec, 1))
+            print(f"{arm:5} run {i + 1}/{args.repeats}: {sec:.1f}s", flush=True)
+    same = accuracies("runs/bench-plain") == accuracies("runs/bench-full")
+    full_results = json.loads((ROOT / "runs/bench-full/results.json").read_text())
+    plain, full = statistics.median(times["plain"]), statistics.median(times["full"])
+    argv_shown = " ".join(["python benchmarks/overhead.py", f"--repeats {args.repeats}",
+                           *[f"--set {o}" for o in args.set]] + ([f"--name {args.name}"]
+                                                                 if args.name != "overhead" else []))
+    out = {
+        "command": argv_shown, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "plain_command": " ".join(cmds["plain"]).replace(str(ROOT) + "/", ""),
+        "full_command": " ".join(cmds["full"]).replace(str(ROOT) + "/", ""),
+        "plain_seconds": times["plain"], "full_seconds": times["full"],
+        "median_plain_s": plain, "median_full_s": full, "ratio": round(full / plain, 3),
+        "overhead_percent": round(100 * (full / plain - 1), 1),
+        "identical_accuracy": same,
+        "full_run_record_seconds": full_results["seconds"].get("record"),
+    }
+    dest = ROOT / "benchmarks" / "results" / f"{args.name}.json"
+    dest.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+    for d in ("runs/bench-plain",):
+        shutil.rmtree(ROOT / d, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
