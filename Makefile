@@ -40,8 +40,12 @@ test-slow: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# Throughput (seconds), then the full stack against the plain loop on the default run,
+# 3 pairs side by side (about 50 minutes), then the summary again with the overhead in it.
 bench: setup
 	$(BIN)/python benchmarks/run.py
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/overhead.py --repeats 3
+	$(BIN)/python benchmarks/run.py --summary-only
 
 clean:
 	rm -rf runs
