@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from selfloop.config import ConfigError
     from selfloop.lock import RunLocked
+    from selfloop.tracking import TrackingError
     from selfloop.validate import ValidationFailed
+    from selfloop.versioning import DvcError
 
     ap = argparse.ArgumentParser(prog="python -m flows.loop", description=main.__doc__)
     ap.add_argument("workdir", nargs="?", default="runs/default",
@@ -131,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationFailed as e:
         rep.console.print(f"selfloop: {e}")
         return 3
+    except (DvcError, TrackingError) as e:
+        rep.console.print(f"selfloop: {e}\n(finished steps are kept: continue with --resume)")
+        return 4
     levels = load_params(PARAMS_FILE, args.set).domain.levels
     rep.console.print("\nHeld-out greedy accuracy (pass@k in brackets)\n" + results_table(results, levels))
     rep.console.print(f"wall time {results['seconds']['total']:.0f}s; results in {args.workdir}/results.json")

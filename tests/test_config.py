@@ -1,4 +1,5 @@
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,13 @@ def test_params_yaml_matches_defaults():
 
 
 def test_overrides_and_types(tmp_path):
-    p = load_params(None, ["train.steps=7", "reference.train_per_level={3: 5, 4: 1}", "model.path=/x"])
+    (tmp_path / "m").mkdir()
+    rel = os.path.relpath(tmp_path / "m")
+    p = load_params(None, ["train.steps=7", "reference.train_per_level={3: 5, 4: 1}", f"model.path={rel}"])
     assert p.train.steps == 7 and p.reference.train_per_level == {3: 5, 4: 1}
-    assert p.model.path == "/x"
+    assert p.model.path == str(tmp_path / "m")  # made absolute: stages run elsewhere
+    with pytest.raises(ConfigError, match="is not a directory"):
+        load_params(None, ["model.path=/nonexistent"])
     assert load_params(None, ["train.lr=5e-4"]).train.lr == 5e-4
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.train.steps = 1  # type: ignore[misc]

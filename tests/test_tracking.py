@@ -191,3 +191,16 @@ def test_locked_store_is_retried_then_reported():
     with pytest.raises(TrackingError, match=r"sqlite:///x\.db"):
         retry_locked(locked_twice, "sqlite:///x.db", attempts=2, backoff=0)
     assert len(calls) == 2
+
+
+def test_runs_left_running_for_the_same_directory_are_reaped(store, tmp_path):
+    """A loop killed (or replaced with --fresh) leaves its runs RUNNING; the next loop in
+    the same run directory marks them KILLED and leaves other directories' runs alone."""
+    uri = store["uri"]
+    killed = Tracker(uri, "selfloop-reap", "reap-lm", store["root"] / "mlartifacts")
+    old = killed.start_loop(tmp_path / "a.json", {}, {"workdir": "/runs/x"})
+    other = killed.start_loop(tmp_path / "b.json", {}, {"workdir": "/runs/y"})
+    fresh = Tracker(uri, "selfloop-reap", "reap-lm", store["root"] / "mlartifacts")
+    new = fresh.start_loop(tmp_path / "c.json", {}, {"workdir": "/runs/x"})
+    status = {r: fresh.client.get_run(r).info.status for r in (old, other, new)}
+    assert status == {old: "KILLED", other: "RUNNING", new: "RUNNING"}

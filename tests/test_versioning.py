@@ -2,6 +2,7 @@
 file it wrote recorded, `selfloop checkout` restores a generation, and DVC access from two
 processes is serialized."""
 
+import json
 import os
 import re
 import subprocess
@@ -14,7 +15,15 @@ import yaml
 
 from selfloop.config import load_params
 from selfloop.loop import run
-from selfloop.versioning import DvcError, Versioning, checkout, file_md5, repo_lock, stages_upto
+from selfloop.versioning import (
+    DvcError,
+    Versioning,
+    checkout,
+    file_md5,
+    generation_stages,
+    repo_lock,
+    stages_upto,
+)
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,8 +90,24 @@ def test_run_is_recorded_and_status_clean(recorded_run):
     assert "runs/t/.lock" in ignored and "runs/t/gen_001/candidates.jsonl" in ignored
     assert "Data and pipelines are up to date" in sh(repo, str(BIN / "dvc"), "repro", "--dry")
     plots = yaml.safe_load((workdir / "dvc.yaml").read_text())["plots"]
-    assert plots and "gen_002/metrics.json" in yaml.safe_load((workdir / "dvc.yaml").read_text())["metrics"]
+    assert plots and "gen_002/eval.json" in yaml.safe_load((workdir / "dvc.yaml").read_text())["metrics"]
     assert "gen_002" in sh(repo, str(BIN / "dvc"), "metrics", "show")
+    history = json.loads((workdir / "history.json").read_text())
+    assert [r["generation"] for r in history] == [0, 1, 2] and "history" in lock
+
+
+def test_recorded_stages_are_not_recommitted(recorded_run):
+    """Recording a generation again (a resume does) keeps dvc.lock: a file damaged after it
+    was recorded shows in `dvc status` instead of being recorded as the truth."""
+    repo, workdir = recorded_run
+    lock = (workdir / "dvc.lock").read_text()
+    plan = workdir / "gen_001" / "plan.json"
+    original = plan.read_bytes()
+    plan.write_text("{}")
+    Versioning(workdir).record(generation_stages(1))
+    assert (workdir / "dvc.lock").read_text() == lock
+    assert "gen_001/plan.json" in sh(repo, str(BIN / "dvc"), "status")
+    plan.write_bytes(original)
 
 
 def test_checkout_restores_a_generation(recorded_run):

@@ -206,13 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from selfloop.config import ConfigError
     from selfloop.lock import RunLocked
+    from selfloop.tracking import TrackingError
     from selfloop.validate import ValidationFailed
+    from selfloop.versioning import DvcError
 
     try:
         return args.func(args)
     except (ConfigError, FileNotFoundError, RunLocked) as e:
         print(f"selfloop: {e}", file=sys.stderr)
         return 2
+    except (DvcError, TrackingError) as e:
+        print(f"selfloop: {e}\n(finished steps are kept: fix the cause and continue with --resume; "
+              "--set track.dvc=false / track.mlflow=false runs without DVC / MLflow)", file=sys.stderr)
+        return 4
     except ValidationFailed as e:
         print(f"selfloop: {e}", file=sys.stderr)
         return 3

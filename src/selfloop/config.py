@@ -248,6 +248,11 @@ def load_params(path: str | Path | None = "params.yaml", overrides: list[str] = 
         node[keys[-1]] = value
     params = _build(Params, data, "params")
     validate(params)
+    if params.model.path:  # absolute: DVC stages run in the run directory, not here
+        path = Path(params.model.path).expanduser().resolve()
+        if not path.is_dir():
+            raise ConfigError(f"model.path: {params.model.path} is not a directory")
+        params = dataclasses.replace(params, model=dataclasses.replace(params.model, path=str(path)))
     return params
 
 

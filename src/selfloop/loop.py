@@ -109,7 +109,9 @@ def init_model(params: Params, ws: Workspace) -> None:
         tok = mdl.build_char_tokenizer(domain.alphabet)
         m = params.model
         model = mdl.build_gpt2(tok, m.n_layer, m.n_embd, m.n_head, m.n_positions, params.run.seed)
-    mdl.save(model, tok, ws.init_model, {"source": params.model.path or "gpt2-from-config"})
+    # (not the path: the checkpoint's bytes must not depend on where the model lay)
+    source = "local model" if params.model.path else "gpt2-from-config"
+    mdl.save(model, tok, ws.init_model, {"source": source})
 
 
 def make_data(params: Params, ws: Workspace) -> dict:

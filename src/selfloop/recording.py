@@ -1,6 +1,6 @@
-"""Recording a loop as it goes: DVC versions each finished step's files, MLflow tracks the
-loop (a parent run) and each generation (a nested run, a registered checkpoint), and a
-history file feeds ``dvc plots``. The loop calls a ``Recorder`` at four points; the
+"""Recording a loop as it goes: DVC versions each finished generation's files, MLflow
+tracks the loop (a parent run) and each generation (a nested run, a registered
+checkpoint), and a history file feeds ``dvc plots``. The loop calls a ``Recorder`` at four points; the
 Prefect flow wraps the same calls in tasks.
 
 Records carry their generator checkpoint's content hash (sha256), not its MLflow model
@@ -11,13 +11,26 @@ keeps the hash as a version tag, and ``selfloop lineage`` joins the two."""
 from __future__ import annotations
 
 import functools
+import logging
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
 from selfloop.config import Params, to_dict
 from selfloop.records import file_sha256, read_json, write_json
-from selfloop.versioning import Versioning, base_stages, control_stages, file_md5, generation_stages
+from selfloop.versioning import (
+    DvcError,
+    Versioning,
+    base_stages,
+    control_stages,
+    file_md5,
+    generation_stages,
+    history_stage,
+)
 from selfloop.workspace import Workspace
+
+log = logging.getLogger("selfloop")
 
 
 def project_root(ws: Workspace) -> Path:
@@ -98,31 +111,59 @@ class Recorder:
 
     def base(self, base_eval: dict, tags: dict[str, str] | None = None) -> dict:
         """Version the data and base model; register the base checkpoint."""
-        self.dvc.record(base_stages(self.params.model.path))
-        self._history(0, {"eval": base_eval["levels"]})
+        write_history(self.ws, list(self.levels))
+        self.dvc.record({**base_stages(self._model_dep()), **history_stage(0)})
         return self._track(0, {"generation": 0, "arm": "loop", "eval": base_eval["levels"]},
                            self.ws.data / "reference.jsonl", tags)
 
     def generation(self, g: int, metrics: dict, tags: dict[str, str] | None = None) -> dict:
         """Version generation ``g``'s files; track its metrics and checkpoint."""
-        self.dvc.record(generation_stages(g))
-        self._history(g, metrics)
+        write_history(self.ws, list(self.levels))
+        self.dvc.record({**generation_stages(g), **history_stage(g)})
         return self._track(g, metrics, self.ws.gen(g) / "mix.jsonl", tags)
 
     def close(self, results: dict, control_generations: int, status: str = "FINISHED") -> None:
-        """Version the control arm, push the run to the DVC remote, end the MLflow run."""
+        """Version the control arm, push the run to the DVC remote, end the MLflow run.
+        (``control_generations`` is what the loop reported; every complete control
+        generation is versioned, and incomplete ones left by a stopped control process are
+        removed, so nothing unversioned is left behind.)"""
         if status == "FINISHED":
-            stages: dict = {}
-            for g in range(1, control_generations + 1):
-                stages.update(control_stages(g))
-            if stages:
-                self.dvc.record(stages)
+            self._record_control()
             if self.params.track.dvc_push and self.dvc.enabled and self.dvc.has_remote():
-                self.dvc.push()
-        if self.tracker:
-            self.tracker.finish(status, results)
+                try:
+                    self.dvc.push()
+                except DvcError as e:  # the run itself is complete and recorded
+                    log.warning("the run is recorded but not pushed (%s); push it later with "
+                                "`dvc push %s`", str(e).splitlines()[0], self.dvc.pipeline)
+        state = self.ws.root / "mlflow.json"
+        if self.tracker and state.exists():  # only the loop run this directory opened
+            self.tracker.finish(status, results if status == "FINISHED" else None,
+                                run_id=read_json(state)["run_id"])
+
+    def _record_control(self) -> None:
+        stages: dict = {}
+        g = 1
+        while (self.ws.gen(g, "control") / "metrics.json").exists():
+            stages.update(control_stages(g))
+            g += 1
+        while self.ws.gen(g, "control").exists():  # a stopped control process's partial work
+            shutil.rmtree(self.ws.gen(g, "control"))
+            g += 1
+        if stages:
+            self.dvc.record(stages)
 
     # ------------------------------------------------------------------ helpers
+    def _model_dep(self) -> str:
+        """A local starting model as a DVC dependency: relative to the run directory when it
+        lies in the repository (so clones replay it), else absolute (an external one)."""
+        path = self.params.model.path
+        if not path or not self.dvc.enabled:
+            return path
+        p = Path(path).resolve()
+        if p.is_relative_to(self.dvc.root):
+            return os.path.relpath(p, self.ws.root.resolve())
+        return str(p)
+
     def _track(self, g: int, metrics: dict, train_file: Path, tags: dict[str, str] | None) -> dict:
         info = {"dvc_hash": self.dvc.generation_hash(g)}
         if not self.tracker:
@@ -137,13 +178,25 @@ class Recorder:
         info["model_version"] = self.tracker.log_generation(g, metrics, ckpt, inputs, run_tags)
         return info
 
-    def _history(self, g: int, metrics: dict) -> None:
-        """history.json: one row per generation for ``dvc plots`` (git-tracked, not a stage output)."""
-        path = self.ws.root / "history.json"
-        rows = [r for r in (read_json(path) if path.exists() else []) if r["generation"] < g]
-        row = {"generation": g, **{f"L{lv}": metrics["eval"][str(lv)]["greedy_acc"] for lv in self.levels}}
-        row["acceptance"] = metrics.get("verify", {}).get("acceptance_rate", 0.0)
-        write_json(path, [*rows, row])
+
+
+def write_history(ws: Workspace, levels: list[int]) -> list[dict]:
+    """history.json: one row per finished generation (held-out greedy accuracy per level,
+    answers accepted, pool size) for ``dvc plots`` (the ``history`` stage)."""
+    from selfloop.records import iter_jsonl
+
+    rows, g = [], 0
+    while (ws.gen(g) / "eval.json").exists():
+        ev = read_json(ws.gen(g) / "eval.json")["levels"]
+        row = {"generation": g, **{f"L{lv}": ev[str(lv)]["greedy_acc"] for lv in levels},
+               "accepted": 0, "pool": 0}  # the base model trained on reference data only
+        if g > 0:
+            row["accepted"] = sum(1 for _ in iter_jsonl(ws.gen(g) / "accepted.jsonl"))
+            row["pool"] = sum(1 for _ in iter_jsonl(ws.gen(g) / "pool.jsonl"))
+        rows.append(row)
+        g += 1
+    write_json(ws.root / "history.json", rows)
+    return rows
 
 
 def model_versions(ws: Workspace):

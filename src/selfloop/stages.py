@@ -9,12 +9,13 @@ from pathlib import Path
 
 from selfloop import loop
 from selfloop.config import Params, params_from_dict
+from selfloop.recording import write_history
 from selfloop.records import read_json
 from selfloop.versioning import PARAMS
 from selfloop.workspace import Workspace
 
 LOOP_STEPS = dict(loop.STEPS)
-BASE_STEPS = ("init", "data", "bootstrap")
+BASE_STEPS = ("init", "data", "bootstrap", "history")
 
 
 def stage_params(workdir: Path) -> Params:
@@ -33,7 +34,8 @@ def _step(step: str, g: int | None, arm: str) -> Callable[[Params, Workspace, lo
             raise ValueError(f"stage {step} takes no generation")
         return {"init": lambda p, ws, rep: loop.init_model(p, ws),
                 "data": lambda p, ws, rep: loop.make_data(p, ws),
-                "bootstrap": loop.bootstrap}[step]
+                "bootstrap": loop.bootstrap,
+                "history": lambda p, ws, rep: write_history(ws, list(p.domain.levels))}[step]
     if g is None:
         raise ValueError(f"stage {step} needs a generation")
     if step == "evaluate":

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from selfloop.records import write_json
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -94,13 +96,6 @@ def _probe_http(uri: str, timeout: float = 5.0) -> None:
         raise TrackingError(f"MLflow tracking server {uri} unreachable: {e}") from e
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _param_value(v: Any) -> str:
     s = v if isinstance(v, str) else json.dumps(v) if isinstance(v, list | dict) else str(v)
     return s if len(s) <= MAX_PARAM_LEN else s[: MAX_PARAM_LEN - 3] + "..."
@@ -163,8 +158,20 @@ class Tracker:
                         params=[Param(k, v) for k, v in new.items() if k not in old],
                         tags=[RunTag(k, str(v)) for k, v in tags.items()])
         self.parent_id = run.info.run_id
-        _write_json_atomic(state_file, {"run_id": self.parent_id, "experiment_id": self.experiment_id})
+        self._reap(tags.get("workdir"))
+        write_json(state_file, {"run_id": self.parent_id, "experiment_id": self.experiment_id})
         return self.parent_id
+
+    def _reap(self, workdir: str | None) -> None:
+        """Runs an earlier process left RUNNING for the same run directory (killed, or
+        replaced with --fresh) are marked KILLED, so run states tell the truth."""
+        if not workdir or "'" in workdir:
+            return
+        stale = self._call(lambda: self.client.search_runs(
+            [self.experiment_id], f"tags.workdir = '{workdir}' and attributes.status = 'RUNNING'"))
+        for r in stale:
+            if r.info.run_id != self.parent_id and r.data.tags.get("mlflow.parentRunId") != self.parent_id:
+                self._call(lambda r=r: self.client.set_terminated(r.info.run_id, status="KILLED"))
 
     def _reopen(self, state_file: Path):
         """The earlier attempt's parent run, set back to RUNNING; None if there is none to reopen."""
@@ -184,9 +191,11 @@ class Tracker:
             self._call(lambda: self.client.update_run(run_id, status="RUNNING"))
         return run
 
-    def finish(self, status: str = "FINISHED", results: dict | None = None) -> None:
-        """End the parent run with ``status``; log ``results`` as results.json if given."""
-        run_id = self._parent()
+    def finish(self, status: str = "FINISHED", results: dict | None = None,
+               run_id: str | None = None) -> None:
+        """End the parent run (``run_id``, default: the one this tracker opened) with
+        ``status``; log ``results`` as results.json if given."""
+        run_id = run_id or self._parent()
         if results is not None:
             self._call(lambda: self.client.log_dict(run_id, results, "results.json"))
         self._call(lambda: self.client.set_terminated(run_id, status=status))

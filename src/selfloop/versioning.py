@@ -1,19 +1,21 @@
 """DVC versioning: every run directory is a DVC pipeline of its own.
 
-``<workdir>/dvc.yaml`` gets the stages of each step as the loop finishes it (one stage per
-step and generation, e.g. ``gen_003_curate``), ``<workdir>/params.json`` (the run's resolved
-parameters) is the params file the stages depend on, and ``dvc commit`` records the files the
-loop already wrote into ``<workdir>/dvc.lock``, so after a run ``dvc status`` is clean and
-``dvc repro`` has nothing to do. Each stage's command is ``selfloop stage ...`` (run in the
-workdir), so ``dvc repro --force`` replays the run from its params, and ``dvc exp run -S
+``<workdir>/dvc.yaml`` gets one stage per step and generation (e.g. ``gen_003_curate``) once
+the loop has finished that generation (the control arm's at the end of the run);
+``<workdir>/params.json`` (the run's resolved parameters) is the params file the stages
+depend on; ``dvc commit`` records the files the loop already wrote into
+``<workdir>/dvc.lock``, so after a run ``dvc status`` is clean and ``dvc repro`` has nothing
+to do. Each stage's command is ``selfloop stage ...`` (run in the workdir), so ``dvc repro
+--force`` replays the run from its params, and ``dvc exp run -S
 params.json:curate.cap_per_problem=1`` re-runs only the stages that depend on that setting.
 
 Stages are written by the loop rather than declared once with ``foreach``: a run may stop
 early (plateau, monitor) and a stage must never be declared whose outputs do not exist, or
 ``dvc status`` would never be clean.
 
-DVC never waits for its own lock (a second command fails with "is busy"), so every DVC
-command from selfloop runs under one flock per repository and retries a busy repo."""
+By default DVC fails at once when another DVC command holds its lock, so every DVC command
+selfloop runs passes ``--wait-for-lock``, goes through one flock per repository (selfloop's
+own commands take turns) and retries while DVC reports an output path busy."""
 
 from __future__ import annotations
 
@@ -31,11 +33,11 @@ from pathlib import Path
 
 import yaml
 
-from selfloop.records import write_text
+from selfloop.records import file_digest, write_text
 
 PARAMS = "params.json"
 LOCK_WAIT_S = 1800  # how long a loop waits for another loop's DVC command
-BUSY_RETRIES = 10
+BUSY_RETRIES = 10  # DVC reporting an output path busy
 LOCAL_FILES = ("/.lock", "/mlflow.json")  # a foreign `dvc` command holding DVC's own lock
 
 
@@ -59,10 +61,11 @@ def _model(g: int, arm: str) -> str:
     return f"gen_{g:03d}/model" if arm == "loop" or g == 0 else f"{arm}/gen_{g:03d}/model"
 
 
-# Which parameter sections each step reads (a step listed here is re-run by DVC when any
-# of them changes). Generation and evaluation read the generate, verify and domain
-# sections; seeds and thread counts change results, so they are parameters too.
-_SAMPLE = ["domain", "generate", "verify", "run.seed", "run.threads"]
+# The parameters each step reads (DVC re-runs a stage when one of them changes). Seeds and
+# thread counts change results, so they are parameters too. Steps that gate a batch also
+# read what the great-expectations suites read (validate.checks_for).
+_GATE = ["domain", "reference", "verify", "generate", "run.gates"]
+_EVAL = ["evaluate", "domain", "generate", "verify", "run.seed", "run.threads"]
 
 
 REF, HELD = "data/reference.jsonl", "data/heldout.jsonl"
@@ -73,13 +76,13 @@ def base_stages(model_path: str = "") -> dict[str, dict]:
     return {
         "init": _stage("selfloop stage init", [model_path] if model_path else [],
                        ["model", "domain.name", "run.seed"], ["init_model"]),
-        "data": _stage("selfloop stage data", ["init_model"], ["domain", "reference", "verify", "run.seed"],
+        "data": _stage("selfloop stage data", ["init_model"], [*_GATE, "run.seed"],
                        [REF, HELD, "data/validation/reference.json"]),
         "base_train": _stage("selfloop stage bootstrap", ["init_model", REF],
                              ["bootstrap", "run.seed", "run.threads"],
                              ["gen_000/model", "gen_000/pool.jsonl"]),
-        "base_evaluate": _stage("selfloop stage evaluate 0", ["gen_000/model", HELD],
-                                ["evaluate", *_SAMPLE], ["gen_000/eval.json"]),
+        "base_evaluate": _stage("selfloop stage evaluate 0", ["gen_000/model", HELD], _EVAL,
+                                ["gen_000/eval.json"]),
     }
 
 
@@ -90,15 +93,15 @@ def generation_stages(g: int) -> dict[str, dict]:
                                     "validation/accepted.json", "validation/mix.json")]
     specs = {
         "plan": ([f"{prev}/eval.json"], ["plan", "domain", "run.seed"], [f"{d}/plan.json"]),
-        "generate": ([f"{prev}/model", f"{d}/plan.json", HELD], [*_SAMPLE, "plan"],
-                     [f"{d}/candidates.jsonl"]),
-        "verify": ([f"{d}/candidates.jsonl", f"{prev}/model", HELD], ["domain", "generate", "verify"],
+        "generate": ([f"{prev}/model", f"{d}/plan.json", HELD],
+                     ["domain", "generate", "plan", "run.seed", "run.threads"], [f"{d}/candidates.jsonl"]),
+        "verify": ([f"{d}/candidates.jsonl", f"{prev}/model", HELD], _GATE,
                    [f"{d}/verified.jsonl", f"{d}/validation/candidates.json"]),
         "curate": ([f"{d}/verified.jsonl", f"{prev}/pool.jsonl", REF, HELD],
-                   ["curate", "train", "domain", "generate", "verify", "run.seed"], curated),
+                   ["curate", "train", *_GATE, "run.seed"], curated),
         "train": ([f"{prev}/model", f"{d}/mix.jsonl", f"{d}/pool.jsonl", REF, HELD],
                   ["train", "run.seed", "run.threads"], [f"{d}/model"]),
-        "evaluate": ([f"{d}/model", HELD], ["evaluate", *_SAMPLE], [f"{d}/eval.json"]),
+        "evaluate": ([f"{d}/model", HELD], _EVAL, [f"{d}/eval.json"]),
     }
     return {f"{d}_{step}": _stage(f"selfloop stage {step} {g}", *spec) for step, spec in specs.items()}
 
@@ -107,14 +110,22 @@ def control_stages(g: int) -> dict[str, dict]:
     """One generation of the control arm: a reference-only mix, train, evaluate."""
     d = f"control/gen_{g:03d}"
     specs = {
-        "mix": ([REF, HELD], ["train", "domain", "generate", "verify", "run.seed"],
-                [f"{d}/mix.jsonl", f"{d}/validation/mix.json"]),
+        "mix": ([REF, HELD], ["train", *_GATE, "run.seed"], [f"{d}/mix.jsonl", f"{d}/validation/mix.json"]),
         "train": ([_model(g - 1, "control"), f"{d}/mix.jsonl", REF, HELD],
                   ["train", "run.seed", "run.threads"], [f"{d}/model"]),
-        "evaluate": ([f"{d}/model", HELD], ["evaluate", *_SAMPLE], [f"{d}/eval.json"]),
+        "evaluate": ([f"{d}/model", HELD], _EVAL, [f"{d}/eval.json"]),
     }
     return {f"control_{g:03d}_{step}": _stage(f"selfloop stage {step} {g} --arm control", *spec)
             for step, spec in specs.items()}
+
+
+def history_stage(last: int) -> dict[str, dict]:
+    """history.json (one row per generation, for ``dvc plots``) from the evaluations and
+    accepted sets of generations 0..``last``: a stage, so a replay or an experiment redraws it."""
+    deps = [f"gen_{g:03d}/eval.json" for g in range(last + 1)]
+    deps += [f"gen_{g:03d}/{n}" for g in range(1, last + 1) for n in ("accepted.jsonl", "pool.jsonl")]
+    return {"history": _stage("selfloop stage history", deps, ["domain.levels"],
+                              [{"history.json": {"cache": False}}])}
 
 
 def stages_upto(g: int, model_path: str = "", control: bool = False) -> dict[str, dict]:
@@ -171,7 +182,8 @@ def dvc(root: Path, *args: str) -> str:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     with repo_lock(root):
         for attempt in range(BUSY_RETRIES + 1):
-            proc = subprocess.run([_dvc_bin(), *args], cwd=root, env=env, capture_output=True, text=True)
+            proc = subprocess.run([_dvc_bin(), "--wait-for-lock", *args], cwd=root, env=env,
+                                  capture_output=True, text=True)
             out = proc.stdout + proc.stderr
             if proc.returncode == 0:
                 return out
@@ -184,11 +196,7 @@ def dvc(root: Path, *args: str) -> str:
 
 def file_md5(path: Path) -> str:
     """The md5 DVC 3 records for a file (plain md5 of its bytes)."""
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path, "md5")
 
 
 class Versioning:
@@ -213,14 +221,15 @@ class Versioning:
         doc = doc or {}
         doc.setdefault("stages", {}).update(stages)
         names = doc["stages"]
+        # Stage outputs only, so a replay or `dvc exp run` shows its own numbers.
         gens = sorted({n[:7] for n in names if n.startswith("gen_")})
         ctl = sorted({n[:11] for n in names if n.startswith("control_")})
-        metrics = [f"{g}/metrics.json" for g in gens]
-        metrics += [f"control/gen_{c[8:11]}/metrics.json" for c in ctl]
+        metrics = [f"{g}/eval.json" for g in gens] + [f"control/gen_{c[8:11]}/eval.json" for c in ctl]
         doc["metrics"] = ["gen_000/eval.json", *metrics]
         acc = [f"L{lv}" for lv in self.levels]
         doc["plots"] = [{"held-out greedy accuracy": {"x": "generation", "y": {"history.json": acc}}},
-                        {"acceptance rate": {"x": "generation", "y": {"history.json": ["acceptance"]}}}]
+                        {"synthetic answers": {"x": "generation",
+                                               "y": {"history.json": ["accepted", "pool"]}}}]
         header = "# Written by selfloop as the run goes (see src/selfloop/versioning.py).\n"
         write_text(self.pipeline, header + yaml.safe_dump(doc, sort_keys=False, width=120))
 
@@ -233,21 +242,30 @@ class Versioning:
             write_text(path, "\n".join([*lines, *missing]) + "\n")
 
     def record(self, stages: dict[str, dict]) -> None:
-        """Declare ``stages`` (their outputs already written by the loop) and commit them."""
+        """Declare ``stages`` (their outputs already written by the loop) and commit the ones
+        dvc.lock does not hold yet (or holds with other dependencies). A stage already
+        recorded is never re-committed: a file damaged after it was recorded shows up in
+        ``dvc status`` and ``selfloop checkout`` restores it, instead of being recorded as
+        the truth on resume."""
         if not self.enabled:
             return
+        locked = self._lock_stages()
+        todo = [name for name, st in stages.items() if name not in locked
+                or {d["path"] for d in locked[name].get("deps", [])} != set(st.get("deps", []))]
         with repo_lock(self.root):
             self._write_pipeline(stages)
             self._ignore_local_files()
-        dvc(self.root, "commit", "--force", "--quiet", *[self.target(s) for s in stages])
+        if todo:
+            dvc(self.root, "commit", "--force", "--quiet", *[self.target(s) for s in todo])
+
+    def _lock_stages(self) -> dict[str, dict]:
+        lock = self.workdir / "dvc.lock"
+        return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.exists() else {}
 
     def lock_outs(self) -> dict[str, str]:
         """Output path (relative to the workdir) -> md5 from dvc.lock (directories: .dir hash)."""
-        lock = self.workdir / "dvc.lock"
-        if not lock.exists():
-            return {}
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-        return {o["path"]: o["md5"] for s in stages.values() for o in s.get("outs", [])}
+        stages = self._lock_stages()
+        return {o["path"]: o["md5"] for s in stages.values() for o in s.get("outs", []) if "md5" in o}
 
     def generation_hash(self, g: int) -> str:
         """One hash for a generation's versioned files: md5 over its outputs' DVC hashes."""
@@ -274,19 +292,23 @@ def checkout(workdir: Path, g: int) -> list[str]:
     """Restore generation ``g`` of a run (and everything it was made from) exactly as
     dvc.lock records it: from the local cache, else pulled from the default remote.
     Returns the restored paths."""
+    from selfloop.lock import exclusive
+    from selfloop.workspace import Workspace
+
     v = Versioning(workdir)
     if not v.enabled:
         raise DvcError(f"{workdir} is not inside a DVC repository")
     lock = workdir / "dvc.lock"
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.exists() else {}
+    stages = v._lock_stages()
     wanted = [s for s in stages_upto(g) if s in stages]
     if f"gen_{g:03d}_evaluate" not in stages:
         raise DvcError(f"generation {g} is not recorded in {lock}")
     targets = [v.target(s) for s in wanted]
-    try:
-        dvc(v.root, "checkout", "--force", "--quiet", *targets)
-    except DvcError as e:
-        if "missing" not in str(e).lower() and "not in cache" not in str(e).lower():
-            raise
-        dvc(v.root, "pull", "--force", "--quiet", *targets)
+    with exclusive(Workspace(workdir)):  # never under a live run
+        try:
+            dvc(v.root, "checkout", "--force", "--quiet", *targets)
+        except DvcError as e:
+            if "missing" not in str(e).lower() and "not in cache" not in str(e).lower():
+                raise
+            dvc(v.root, "pull", "--force", "--quiet", *targets)
     return [o["path"] for s in wanted for o in stages[s].get("outs", [])]
