@@ -83,6 +83,42 @@ def bench_generation(quick: bool, threads: int) -> dict:
             "best_batch": int(best), "best_tokens_per_second": curve[best]}
 
 
+def bench_diversity(quick: bool) -> dict:
+    """Diversity metrics of n Countdown answers on 2 threads: n-gram Vendi (through the d x d
+    covariance), distinct-2/3, template entropy and KL to a reference set; and, on 384-dim
+    vectors standing for sentence embeddings, Vendi and MMD (the embedding model's own cost,
+    ~3.5 s per 1000 strings on one thread, is separate: the loop embeds a sample)."""
+    import numpy as np
+    import torch
+
+    from selfloop import diversity as dv
+    from selfloop.domains.countdown import random_problem, steps_to_infix
+
+    torch.set_num_threads(2)
+    rng = random.Random(0)
+    pool = [steps_to_infix(random_problem(rng, 3 + i % 3, (1, 9), (1, 99))[1]) for i in range(20_000)]
+    reference = pool[:2000]
+    sizes = [1_000, 10_000] if quick else [1_000, 10_000, 100_000]
+    out = {}
+    for n in sizes:
+        texts = [pool[rng.randrange(len(pool))] for _ in range(n)]
+        vecs = np.random.default_rng(n).normal(size=(n, 384)).astype(np.float32)
+
+        def text_metrics(texts=texts):
+            dv.vendi(dv.ngram_features(texts))
+            dv.distinct_n(texts, 2), dv.distinct_n(texts, 3)
+            dv.template_entropy(texts), dv.template_kl(texts, reference)
+
+        def vector_metrics(vecs=vecs):
+            dv.vendi(vecs)
+            dv.mmd(vecs, vecs[:2000])
+
+        t_text, t_vec = median_time(text_metrics, 3), median_time(vector_metrics, 3)
+        out[str(n)] = {"text_metrics_s": round(t_text, 3), "vector_metrics_s": round(t_vec, 3),
+                       "total_s": round(t_text + t_vec, 3)}
+    return {"threads": 2, "seconds_by_samples": out}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes (seconds), for a smoke check")
@@ -94,7 +130,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"command": cmd, "python": platform.python_version(), "machine": platform.machine(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    names = ("verifier", "generation_1_thread", "generation_2_threads")
+    names = ("verifier", "generation_1_thread", "generation_2_threads", "diversity")
     if args.summary_only:  # rebuild SUMMARY.md from the stored results
         results = {n: json.loads((out / f"{n}.json").read_text()) for n in names}
         meta = {k: results["verifier"][k] for k in ("command", "python", "machine", "date")}
@@ -104,6 +140,7 @@ def main() -> int:
             "verifier": bench_verifier(args.quick),
             "generation_1_thread": bench_generation(args.quick, 1),
             "generation_2_threads": bench_generation(args.quick, 2),
+            "diversity": bench_diversity(args.quick),
         }
         for name, r in results.items():
             (out / f"{name}.json").write_text(json.dumps({**meta, **r}, indent=2) + "\n")
@@ -115,12 +152,17 @@ def main() -> int:
         g = results[key]
         lines.append(f"- generation ({g['threads']} thread(s)): best {g['best_tokens_per_second']:,} "
                      f"tokens/s at batch {g['best_batch']}; by batch: {g['tokens_per_second_by_batch']}")
+    d = results["diversity"]["seconds_by_samples"]
+    lines.append("- diversity metrics (2 threads), seconds by samples: "
+                 + ", ".join(f"{n}: {v['total_s']}s (text {v['text_metrics_s']}s, vectors "
+                             f"{v['vector_metrics_s']}s)" for n, v in d.items()))
     overhead = out / "overhead.json"
     if overhead.exists():  # written by benchmarks/overhead.py (make bench runs it after this)
         o = json.loads(overhead.read_text())
         lines.append(f"- overhead of Prefect + DVC + MLflow + great-expectations over the plain loop: "
                      f"x{o['ratio']} ({o['overhead_percent']:+.1f}%), median {o['median_full_s']}s vs "
-                     f"{o['median_plain_s']}s over {len(o['full_seconds'])} pair(s), identical accuracy: "
+                     f"{o['median_plain_s']}s over {len(o['full_seconds'])} pair(s); CPU time "
+                     f"x{o.get('cpu_ratio', '?')}; identical accuracy: "
                      f"{o['identical_accuracy']} (`{o['command']}`, {o['date']})")
     (out / "SUMMARY.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from selfloop import loop
@@ -23,15 +24,20 @@ PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def metrics_table(metrics: dict) -> list[dict]:
-    """One row per level for the UI: accuracy, pass@k, and the generation's totals."""
+    """One row per level for the UI: accuracy, pass@k, diversity (n-gram Vendi of the model's
+    samples and of the accepted answers), and the generation's totals."""
     rows = []
     for level, e in metrics["eval"].items():
+        div = metrics.get("diversity", {}).get(level, {})
         rows.append({
             "level": int(level), "greedy_acc": round(e["greedy_acc"], 4),
             "pass_at_k": round(e["pass_at_k"], 4), "problems": metrics.get("plan", {}).get(level, 0),
             "acceptance": round(metrics.get("verify", {}).get("acceptance_rate", 0.0), 4),
             "accepted": metrics.get("curate", {}).get("accepted", 0),
             "pool": metrics.get("curate", {}).get("pool", 0),
+            "vendi_samples": div.get("samples", {}).get("vendi_ngram"),
+            "vendi_accepted": div.get("accepted", {}).get("vendi_ngram"),
+            "monitor": "; ".join(f"{d['action']} ({d['reason']})" for d in metrics.get("monitor", [])) or "-",
             "seconds": round(sum(metrics.get("seconds", {}).values()), 1),
         })
     return rows
@@ -57,6 +63,9 @@ def iteration_flow(params: dict, workdir: str, generation: int) -> dict:
         stats.update(step(p, workdir, generation))
         seconds[name] = round(time.perf_counter() - t, 3)
     metrics = loop.finish_iteration(Workspace(Path(workdir)), generation, stats, seconds)
+    for d in metrics.get("monitor", []):  # automations can react to these
+        emit_event(event=f"selfloop.monitor.{d['action']}", payload={**d, "generation": generation},
+                   resource={"prefect.resource.id": f"selfloop.run.{Path(workdir).resolve()}"})
     create_table_artifact(metrics_table(metrics), key=f"selfloop-gen-{generation:03d}",
                           description=f"Generation {generation}: held-out accuracy per level")
     return metrics

@@ -133,5 +133,15 @@ class TaskRecorder:
         record_close(self.params, self.workdir, results, control_generations, status)
 
 
+@_step("measure", 3600)
+def measure(params: Params, workdir: str, g: int) -> dict:
+    return _call(loop.step_measure, params, workdir, g)
+
+
+@_step("monitor", 600)
+def monitor(params: Params, workdir: str, g: int) -> dict:
+    return _call(loop.step_monitor, params, workdir, g)
+
+
 STEPS = (("plan", plan), ("generate", generate), ("verify", verify), ("curate", curate),
-         ("train", train), ("evaluate", evaluate))
+         ("train", train), ("evaluate", evaluate), ("measure", measure), ("monitor", monitor))

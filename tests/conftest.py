@@ -24,6 +24,7 @@ TINY = [
     "train.batch_size=16",
     "evaluate.pass_k=2",
     "track.mlflow=false",  # tests of tracking turn it on (a fresh MLflow store costs ~6 s)
+    "measure.embeddings=false",  # loading the embedding model costs ~8 s per process
 ]
 
 

@@ -13,8 +13,8 @@ def test_tiny_loop_writes_every_step_with_provenance(tiny_overrides):
     root = Path(params.run.workdir)
     g1 = root / "gen_001"
     for name in ("plan.json", "candidates.jsonl", "verified.jsonl", "accepted.jsonl",
-                 "curation.jsonl", "pool.jsonl", "mix.jsonl", "eval.json", "metrics.json",
-                 "model/model.safetensors", "model/COMPLETE"):
+                 "curation.jsonl", "pool.jsonl", "mix.jsonl", "eval.json", "diversity.json",
+                 "metrics.json", "model/model.safetensors", "model/COMPLETE"):
         assert (g1 / name).exists(), name
     assert (root / "control" / "gen_001" / "model" / "COMPLETE").exists()
     assert set(results["base"]) == {"3", "4", "5"} and len(results["loop"]) == 1
@@ -44,7 +44,13 @@ def test_tiny_loop_writes_every_step_with_provenance(tiny_overrides):
         assert len(m["reference"]) == n_ref and set(m["reference"]) <= reference_ids
     metrics = read_json(g1 / "metrics.json")
     assert metrics["curate"]["accepted"] == len(read_jsonl(g1 / "accepted.jsonl"))
-    assert set(metrics["seconds"]) == {"plan", "generate", "verify", "curate", "train", "evaluate"}
+    assert set(metrics["seconds"]) == {"plan", "generate", "verify", "curate", "train", "evaluate", "measure",
+                                       "monitor"}
+    assert read_json(g1 / "monitor.json")["decisions"] == metrics["monitor"]
+    div = metrics["diversity"]["3"]
+    assert div["samples"]["n"] == sum(r["count"] for r in candidates if r["level"] == 3)
+    assert div["samples"]["vendi_ngram"] >= 1.0 and div["samples"]["mean_logprob"] < 0
+    assert div["reference"]["vendi_ngram"] > 1.0
     for kind in ("candidates", "accepted", "mix"):
         assert read_json(g1 / "validation" / f"{kind}.json")["success"]
     assert read_json(root / "data" / "validation" / "reference.json")["success"]
@@ -77,7 +83,7 @@ def test_same_params_same_files_wherever_the_run_lives(tmp_path, tiny_overrides)
         roots.append(tmp_path / name)
     for rel in ("data/reference.jsonl", "gen_000/model/model.safetensors", "gen_001/candidates.jsonl",
                 "gen_001/verified.jsonl", "gen_001/mix.jsonl", "gen_001/model/model.safetensors",
-                "gen_001/eval.json"):
+                "gen_001/eval.json", "gen_001/diversity.json"):
         assert file_sha256(roots[0] / rel) == file_sha256(roots[1] / rel), rel
 
 

@@ -67,6 +67,8 @@ def format_row(row: dict, levels: list[int]) -> str:
         plan = ",".join(f"{k}:{v}" for k, v in row["plan"].items())
         extra = (f"  accept {row['verify']['acceptance_rate']:5.1%}  +{row['curate']['accepted']:>5}"
                  f" pool {row['curate']['pool']:>6}  plan[{plan}]")
+    if row.get("monitor"):
+        extra += "  monitor: " + ",".join(d["action"] for d in row["monitor"])
     secs = sum(row.get("seconds", {}).values())
     return f"{row['arm']:>7} gen {row['generation']:>2}  {accs}{extra}  {secs:5.1f}s"
 

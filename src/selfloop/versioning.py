@@ -86,22 +86,37 @@ def base_stages(model_path: str = "") -> dict[str, dict]:
     }
 
 
-def generation_stages(g: int) -> dict[str, dict]:
-    """One generation of the loop arm: plan, generate, verify, curate, train, evaluate."""
+def generation_stages(g: int, source: int | None = None) -> dict[str, dict]:
+    """One generation of the loop arm: plan, generate, verify, curate, train, evaluate,
+    measure, monitor. ``source``: the generation whose checkpoint it continued from (the
+    last one unless the monitor rolled back to the champion)."""
     d, prev = f"gen_{g:03d}", f"gen_{g - 1:03d}"
+    src = f"gen_{(g - 1 if source is None else source):03d}/model"
+    # the plan applies the last generation's monitor decisions (a rollback picks the best
+    # evaluation so far), on top of the last plan's policy
+    plan_deps = [f"{prev}/eval.json"]
+    if g > 1:
+        plan_deps = [f"gen_{k:03d}/eval.json" for k in range(g)]
+        plan_deps += [f"{prev}/plan.json", f"{prev}/monitor.json"]
     curated = [f"{d}/{n}" for n in ("accepted.jsonl", "curation.jsonl", "pool.jsonl", "mix.jsonl",
                                     "validation/accepted.json", "validation/mix.json")]
     specs = {
-        "plan": ([f"{prev}/eval.json"], ["plan", "domain", "run.seed"], [f"{d}/plan.json"]),
-        "generate": ([f"{prev}/model", f"{d}/plan.json", HELD],
+        "plan": (plan_deps, ["plan", "domain", "run.seed", "monitor", "train.reference_fraction",
+                              "curate.cap_per_problem"], [f"{d}/plan.json"]),
+        "generate": ([src, f"{d}/plan.json", HELD],
                      ["domain", "generate", "plan", "run.seed", "run.threads"], [f"{d}/candidates.jsonl"]),
         "verify": ([f"{d}/candidates.jsonl", f"{prev}/model", HELD], _GATE,
                    [f"{d}/verified.jsonl", f"{d}/validation/candidates.json"]),
-        "curate": ([f"{d}/verified.jsonl", f"{prev}/pool.jsonl", REF, HELD],
+        "curate": ([f"{d}/verified.jsonl", f"{prev}/pool.jsonl", f"{d}/plan.json", REF, HELD],
                    ["curate", "train", *_GATE, "run.seed"], curated),
-        "train": ([f"{prev}/model", f"{d}/mix.jsonl", f"{d}/pool.jsonl", REF, HELD],
+        "train": ([src, f"{d}/plan.json", f"{d}/mix.jsonl", f"{d}/pool.jsonl", REF, HELD],
                   ["train", "run.seed", "run.threads"], [f"{d}/model"]),
         "evaluate": ([f"{d}/model", HELD], _EVAL, [f"{d}/eval.json"]),
+        "measure": ([f"{d}/verified.jsonl", f"{d}/accepted.jsonl", REF, src, f"{d}/plan.json"],
+                    ["measure", "domain", "run.seed", "run.threads"], [f"{d}/diversity.json"]),
+        "monitor": ([f"gen_{k:03d}/{n}" for k in range(1, g + 1) for n in ("diversity.json", "eval.json")]
+                    + [f"gen_{k:03d}/monitor.json" for k in range(1, g)] + ["gen_000/eval.json"],
+                    ["monitor"], [f"{d}/monitor.json"]),
     }
     return {f"{d}_{step}": _stage(f"selfloop stage {step} {g}", *spec) for step, spec in specs.items()}
 
@@ -225,6 +240,7 @@ class Versioning:
         gens = sorted({n[:7] for n in names if n.startswith("gen_")})
         ctl = sorted({n[:11] for n in names if n.startswith("control_")})
         metrics = [f"{g}/eval.json" for g in gens] + [f"control/gen_{c[8:11]}/eval.json" for c in ctl]
+        metrics += [f"{g}/diversity.json" for g in gens if f"{g}_measure" in names]
         doc["metrics"] = ["gen_000/eval.json", *metrics]
         acc = [f"L{lv}" for lv in self.levels]
         doc["plots"] = [{"held-out greedy accuracy": {"x": "generation", "y": {"history.json": acc}}},

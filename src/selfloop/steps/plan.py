@@ -79,5 +79,45 @@ def make_plan(params: Params, generation: int, last_eval: dict) -> dict:
         "temperature": p.temperature,
         "top_p": p.top_p,
         "seed": generation_seed(params, generation),
-        "decisions": [],  # monitor interventions are appended here (collapse guard)
+        "policy": {},  # the monitor's overrides (apply_decisions); empty: params as they are
+        "decisions": [],  # the monitor's decisions this plan applied
     }
+
+
+def apply_decisions(plan: dict, previous: dict | None, decisions: list[dict], params: Params,
+                    accuracy_by_generation: dict[int, float]) -> dict:
+    """The next generation's plan with the monitor's decisions applied. The policy (only
+    what the monitor changed: temperature, top_p, cap_per_problem, reference_fraction)
+    carries over from the previous plan, so interventions accumulate; a rollback
+    (``source_generation``: continue from the champion, the best mean held-out greedy
+    accuracy so far, instead of the last checkpoint) applies to one generation only.
+    Without decisions the plan does not depend on the curation and training settings, so a
+    counterfactual replay of those does not re-run generation."""
+    m = params.monitor
+    policy = {k: v for k, v in ((previous or {}).get("policy") or {}).items() if k != "source_generation"}
+    applied = []
+    for d in decisions if m.act else []:
+        a = d["action"]
+        if a == "raise_temperature":
+            top_p = policy.get("top_p", plan["top_p"])
+            if top_p < 1.0:
+                policy["top_p"] = round(min(1.0, top_p + m.top_p_step), 6)
+            else:
+                t = policy.get("temperature", plan["temperature"]) + m.temperature_step
+                policy["temperature"] = round(min(m.temperature_max, t), 6)
+        elif a == "cap_harder":
+            cap = policy.get("cap_per_problem", params.curate.cap_per_problem)
+            policy["cap_per_problem"] = max(1, cap - 1)
+        elif a == "raise_reference_fraction":
+            rf = policy.get("reference_fraction", params.train.reference_fraction) + m.reference_step
+            policy["reference_fraction"] = round(min(m.reference_max, rf), 6)
+        elif a == "rollback":
+            acc = accuracy_by_generation
+            policy["source_generation"] = max(acc, key=lambda k: (acc[k], -k))
+        else:
+            continue
+        applied.append(d)
+    out = {**plan, "policy": policy, "decisions": applied}
+    out["temperature"] = policy.get("temperature", plan["temperature"])
+    out["top_p"] = policy.get("top_p", plan["top_p"])
+    return out

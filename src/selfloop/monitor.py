@@ -1,0 +1,83 @@
+"""The collapse monitor: reads a generation's measurements and decides, with reasons, what
+the next generation should do differently. Pure: metrics in, decisions out (data), so a
+replay reproduces the decisions instead of re-deciding them.
+
+Signals, per level that has samples (a level is a capability slice), against thresholds
+calibrated from the first generation's own numbers (configurable fractions):
+
+- diversity of the model's samples (n-gram Vendi) fell below ``vendi_floor`` x its first value
+  -> raise the sampling temperature (then top-p) to widen what the model proposes;
+- template entropy of the accepted answers fell below ``entropy_floor`` x its first value
+  -> cap answers per problem harder (fewer near-copies of one shape per problem);
+- drift from the reference data (template KL) rose above ``kl_ceiling`` x its first value
+  -> raise the reference fraction of the training mix;
+- mean held-out greedy accuracy fell more than ``accuracy_drop`` below the best so far
+  -> roll back to the champion checkpoint; twice in a row -> stop the loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    vendi_floor: float = 0.7
+    entropy_floor: float = 0.7
+    kl_ceiling: float = 3.0
+    kl_min: float = 0.05  # a KL this small is never drift, whatever the first generation's was
+    accuracy_drop: float = 0.03
+    max_rollbacks: int = 2
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def signals(metrics: dict) -> dict[str, float]:
+    """The numbers the monitor watches, averaged over levels that have them."""
+    div = metrics.get("diversity", {})
+    sam = [d["samples"] for d in div.values() if d.get("samples", {}).get("n")]
+    acc = [d["accepted"] for d in div.values() if d.get("accepted", {}).get("n")]
+    return {
+        "vendi_samples": _mean([s["vendi_ngram"] for s in sam]),
+        "entropy_accepted": _mean([a["template_entropy"] for a in acc]),
+        "kl_accepted": _mean([a["template_kl_vs_reference"] for a in acc]),
+        "accuracy": _mean([e["greedy_acc"] for e in metrics.get("eval", {}).values()]),
+    }
+
+
+def decide(history: list[dict], base_accuracy: float, th: Thresholds = Thresholds()) -> list[dict]:
+    """Decisions after the last generation of ``history`` (each a generation's metrics.json,
+    oldest first, with its ``monitor`` decisions where it had them). Each decision:
+    {"action", "reason", "signal", "value", "threshold"}."""
+    if not history:
+        return []
+    first, now = signals(history[0]), signals(history[-1])
+    out = []
+
+    def flag(action: str, signal: str, threshold: float, why: str) -> None:
+        out.append({"action": action, "signal": signal, "value": round(now[signal], 6),
+                    "threshold": round(threshold, 6), "reason": why})
+
+    if first["vendi_samples"] and now["vendi_samples"] < th.vendi_floor * first["vendi_samples"]:
+        flag("raise_temperature", "vendi_samples", th.vendi_floor * first["vendi_samples"],
+             f"sample diversity fell below {th.vendi_floor:.0%} of generation {history[0]['generation']}'s")
+    if first["entropy_accepted"] and now["entropy_accepted"] < th.entropy_floor * first["entropy_accepted"]:
+        flag("cap_harder", "entropy_accepted", th.entropy_floor * first["entropy_accepted"],
+             "accepted answers narrowed to fewer shapes")
+    kl_limit = max(th.kl_ceiling * first["kl_accepted"], th.kl_min)
+    if now["kl_accepted"] > kl_limit:
+        flag("raise_reference_fraction", "kl_accepted", kl_limit,
+             "accepted answers drift from the reference data")
+    best = max([base_accuracy, *[signals(h)["accuracy"] for h in history[:-1]]])
+    if now["accuracy"] < best - th.accuracy_drop:
+        rollbacks = 0
+        for h in reversed(history[:-1]):
+            if not any(d["action"] == "rollback" for d in h.get("monitor", [])):
+                break
+            rollbacks += 1
+        action = "stop" if rollbacks + 1 >= th.max_rollbacks else "rollback"
+        flag(action, "accuracy", best - th.accuracy_drop,
+             f"held-out accuracy fell more than {th.accuracy_drop:.0%} below the best ({best:.3f})"
+             + (f" after {rollbacks} rollback(s)" if action == "stop" else ""))
+    return out

@@ -1,0 +1,103 @@
+"""Measure a generation for collapse, per level: diversity of the model's own samples and of
+the answers accepted from them, their drift from the reference data, and the model's
+confidence (mean sequence log-probability of its samples)."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+from selfloop import diversity as dv
+
+Embed = Callable[[Sequence[str]], object]
+
+
+def texts_by_level(records: list[dict], weighted: bool = True) -> dict[int, list[str]]:
+    """Responses per level; a record standing for ``count`` identical samples counts that
+    often when ``weighted`` (repeats are what collapse looks like)."""
+    out: dict[int, list[str]] = defaultdict(list)
+    for r in records:
+        out[r["level"]].extend([r["response"]] * (r.get("count", 1) if weighted else 1))
+    return dict(out)
+
+
+def _sample(items: list, n: int, seed: int) -> list:
+    return items if len(items) <= n else random.Random(seed).sample(items, n)
+
+
+def measure_set(texts: list[str], reference: list[str], embed: Embed | None, embed_sample: int,
+                seed: int, reference_vectors=None) -> dict:
+    """The diversity numbers of one set of answers (one level), against its reference."""
+    if not texts:
+        return {"n": 0}
+    out = {
+        "n": len(texts),
+        "distinct": len(set(texts)),
+        "vendi_ngram": dv.vendi(dv.ngram_features(texts)),
+        "distinct_2": dv.distinct_n(texts, 2),
+        "distinct_3": dv.distinct_n(texts, 3),
+        "template_entropy": dv.template_entropy(texts),
+        "template_kl_vs_reference": dv.template_kl(texts, reference) if reference else 0.0,
+    }
+    if embed is not None:
+        vecs = embed(_sample(texts, embed_sample, seed))
+        out["vendi_embedding"] = dv.vendi(vecs)
+        if reference_vectors is not None:
+            out["mmd_vs_reference"] = dv.mmd(vecs, reference_vectors, seed=seed)
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def mean_logprob(model, tok, prompts: list[str], responses: list[str], max_length: int = 1024,
+                 batch_size: int = 128) -> float:
+    """Mean over samples of the summed log-probability of the response tokens (and end of
+    sequence) given the prompt under ``model``, tokenized exactly as training tokenizes them:
+    how sure the model is of what it wrote."""
+    import torch
+
+    from selfloop.steps.train import tokenize_example
+
+    if not prompts:
+        return 0.0
+    total = 0.0
+    for start in range(0, len(prompts), batch_size):
+        rows = [tokenize_example(tok, p, r, max_length)
+                for p, r in zip(prompts[start:start + batch_size], responses[start:start + batch_size],
+                                strict=True)]
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
+            labels[i, : len(r["labels"])] = torch.tensor(r["labels"])
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=(labels != -100) | (ids != tok.pad_token_id)).logits
+        target = labels[:, 1:]
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        picked = logp.gather(-1, target.clamp(min=0)[..., None])[..., 0]
+        total += float((picked * (target != -100)).sum())
+    return total / len(prompts)
+
+
+def measure(samples: list[dict], accepted: list[dict], reference: list[dict], embed: Embed | None,
+            embed_sample: int, seed: int, confidence: Callable[[list[dict]], float] | None = None,
+            confidence_sample: int = 512) -> dict:
+    """Per level: the model's samples, the accepted answers, and the reference data's own
+    numbers (the baseline monitors calibrate against)."""
+    ref = texts_by_level(reference, weighted=False)
+    got, acc = texts_by_level(samples), texts_by_level(accepted, weighted=False)
+    out: dict = {}
+    for level in sorted(set(ref) | set(got) | set(acc)):
+        r = ref.get(level, [])
+        r_vecs = embed(_sample(r, embed_sample, seed)) if embed is not None and r else None
+        key = str(level)
+        out[key] = {
+            "samples": measure_set(got.get(level, []), r, embed, embed_sample, seed, r_vecs),
+            "accepted": measure_set(acc.get(level, []), r, embed, embed_sample, seed, r_vecs),
+            "reference": measure_set(r, r, embed, embed_sample, seed, None),
+        }
+        if confidence is not None:
+            pool = [s for s in samples if s["level"] == level]
+            picked = _sample(pool, confidence_sample, seed)
+            out[key]["samples"]["mean_logprob"] = round(confidence(picked), 6) if picked else 0.0
+    return out

@@ -1,0 +1,56 @@
+"""Measuring a generation: weighting by sample counts, per-level sets, and the model's
+confidence computed as training tokenizes."""
+
+import math
+
+import pytest
+import torch
+
+from selfloop import model as mdl
+from selfloop.config import DomainConfig
+from selfloop.domains import get_domain
+from selfloop.steps.measure import mean_logprob, measure, texts_by_level
+from selfloop.steps.train import tokenize_example
+
+
+def rec(level, response, count=1):
+    return {"level": level, "response": response, "count": count, "prompt": "1 2 3>6:"}
+
+
+def test_samples_are_weighted_by_count():
+    got = texts_by_level([rec(3, "1+2+3", 3), rec(3, "3*2*1"), rec(4, "x")])
+    assert got == {3: ["1+2+3"] * 3 + ["3*2*1"], 4: ["x"]}
+    assert texts_by_level([rec(3, "a", 5)], weighted=False) == {3: ["a"]}
+
+
+def test_measure_per_level_and_set():
+    samples = [rec(3, "1+2+3", 40), rec(3, "(1+2)*3", 2), rec(4, "1*2*3*4")]
+    accepted = [rec(3, "1+2+3")]
+    reference = [rec(3, "1+2+3"), rec(3, "3*2*1"), rec(4, "1+2+3+4")]
+    out = measure(samples, accepted, reference, None, 100, 0)
+    s3 = out["3"]["samples"]
+    assert s3["n"] == 42 and s3["distinct"] == 2
+    assert 1.0 < s3["vendi_ngram"] < 2.0  # two answers, one dominating
+    assert out["3"]["accepted"]["vendi_ngram"] == pytest.approx(1.0)
+    assert out["3"]["reference"]["template_kl_vs_reference"] == pytest.approx(0.0)
+    assert out["4"]["accepted"] == {"n": 0}
+    fake = measure(samples, accepted, reference, lambda t: torch.eye(len(t), 8)[:, :8].numpy(), 100, 0)
+    assert "vendi_embedding" in fake["3"]["samples"] and "mmd_vs_reference" in fake["3"]["samples"]
+
+
+def test_mean_logprob_matches_a_direct_computation():
+    domain = get_domain(DomainConfig())
+    tok = mdl.build_char_tokenizer(domain.alphabet)
+    model = mdl.build_gpt2(tok, 1, 16, 2, 48, 0).eval()
+    prompts, responses = ["3 5 7>22:", "1 2>3:"], ["3*5+7", "1+2"]
+    want = 0.0
+    for p, r in zip(prompts, responses, strict=True):
+        row = tokenize_example(tok, p, r, 48)
+        ids = torch.tensor([row["input_ids"]])
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1], dim=-1)
+        for t, label in enumerate(row["labels"][1:]):
+            if label != -100:
+                want += float(logp[t, label])
+    got = mean_logprob(model, tok, prompts, responses)
+    assert got == pytest.approx(want / 2, rel=1e-5) and got < 0 and math.isfinite(got)

@@ -1,0 +1,73 @@
+"""The collapse monitor on scripted metric histories."""
+
+from selfloop.monitor import Thresholds, decide, signals
+
+
+def gen(g, vendi=10.0, entropy=3.0, kl=0.2, acc=0.1, monitor=()):
+    div = {"samples": {"n": 100, "vendi_ngram": vendi},
+           "accepted": {"n": 10, "template_entropy": entropy, "template_kl_vs_reference": kl}}
+    return {"generation": g, "diversity": {"3": div, "4": div},
+            "eval": {"3": {"greedy_acc": acc}, "4": {"greedy_acc": acc}}, "monitor": list(monitor)}
+
+
+def actions(history, base=0.05):
+    return [d["action"] for d in decide(history, base)]
+
+
+def test_a_healthy_loop_is_never_flagged():
+    history = [gen(1)]
+    for g in range(2, 11):
+        history.append(gen(g, vendi=10 + g * 0.1, entropy=3.0, kl=0.2, acc=0.1 + 0.01 * g))
+        assert actions(history) == []
+
+
+def test_collapse_signals_each_map_to_their_action():
+    assert actions([gen(1), gen(2, vendi=5.0)]) == ["raise_temperature"]
+    assert actions([gen(1), gen(2, entropy=1.0)]) == ["cap_harder"]
+    assert actions([gen(1), gen(2, kl=0.9)]) == ["raise_reference_fraction"]
+    decisions = decide([gen(1), gen(2, vendi=5.0, kl=0.9)], 0.05)
+    assert {d["signal"] for d in decisions} == {"vendi_samples", "kl_accepted"}
+    assert all(d["reason"] and d["value"] is not None for d in decisions)
+
+
+def test_accuracy_drop_rolls_back_then_stops():
+    history = [gen(1, acc=0.10), gen(2, acc=0.12), gen(3, acc=0.05)]
+    assert actions(history) == ["rollback"]
+    history[-1]["monitor"] = decide(history, 0.05)
+    history.append(gen(4, acc=0.06))
+    assert actions(history) == ["stop"]
+    # small dips are noise, not collapse
+    assert actions([gen(1, acc=0.10), gen(2, acc=0.09)]) == []
+
+
+def test_kl_floor_and_thresholds_are_configurable():
+    tiny = [gen(1, kl=0.001), gen(2, kl=0.004)]
+    assert actions(tiny) == []  # 4x a tiny KL is still below kl_min
+    assert [d["action"] for d in decide(tiny, 0.0, Thresholds(kl_min=0.0))] == ["raise_reference_fraction"]
+    assert signals(gen(1))["accuracy"] == 0.1
+
+
+def test_decisions_change_the_next_plan_and_accumulate():
+    from selfloop.config import load_params
+    from selfloop.steps.plan import apply_decisions
+
+    params = load_params(None, ["plan.top_p=0.9"])  # cap 2, reference fraction 0.2
+    base = {"temperature": 1.0, "top_p": 0.9, "policy": {}, "decisions": []}
+    flags = [{"action": a, "reason": "r"} for a in
+             ("raise_temperature", "cap_harder", "raise_reference_fraction", "rollback")]
+    acc = {0: 0.05, 1: 0.12, 2: 0.10, 3: 0.04}
+    p1 = apply_decisions(base, None, flags, params, acc)
+    assert (p1["top_p"], p1["temperature"]) == (0.95, 1.0)  # top-p first while below 1
+    assert p1["policy"] == {"top_p": 0.95, "cap_per_problem": 1, "reference_fraction": 0.3,
+                            "source_generation": 1}  # the champion: best held-out accuracy
+    assert [d["action"] for d in p1["decisions"]] == [f["action"] for f in flags]
+    # the next plan starts from this policy (the rollback applied once); top-p reaches 1,
+    # then the temperature rises
+    p2 = apply_decisions(base, p1, flags[:1], params, acc)
+    assert p2["policy"] == {"top_p": 1.0, "cap_per_problem": 1, "reference_fraction": 0.3}
+    p3 = apply_decisions(base, p2, flags[:1], params, acc)
+    assert p3["temperature"] == 1.2 and p3["policy"]["temperature"] == 1.2
+    # without decisions the policy only carries over; recorded only when monitor.act is off
+    assert apply_decisions(base, None, [], params, acc)["policy"] == {}
+    off = load_params(None, ["monitor.act=false"])
+    assert apply_decisions(base, None, flags, off, acc)["decisions"] == []
