@@ -52,11 +52,10 @@ def _step(step: str, g: int | None, arm: str) -> Callable[[Params, Workspace, lo
     return lambda p, ws, rep: fn(p, ws, g, rep)
 
 
-def run_stage(step: str, g: int | None = None, arm: str = "loop", workdir: Path = Path("."),
-              rep: loop.Reporter | None = None) -> None:
+def run_stage(step: str, g: int | None = None, arm: str = "loop", workdir: Path = Path(".")) -> None:
     """Run one step of a recorded run in ``workdir`` from its params.json."""
     fn = _step(step, g, arm)
     params = stage_params(workdir)
     loop.quiet_libraries()
     loop.set_threads(params.run.threads)
-    fn(params, Workspace(workdir), rep or loop.NullReporter())
+    fn(params, Workspace(workdir), loop.NullReporter())

@@ -143,9 +143,9 @@ def history_stage(last: int) -> dict[str, dict]:
                               [{"history.json": {"cache": False}}])}
 
 
-def stages_upto(g: int, model_path: str = "", control: bool = False) -> dict[str, dict]:
+def stages_upto(g: int, control: bool = False) -> dict[str, dict]:
     """Every stage a run needs to have generation ``g`` (and, optionally, its control arm)."""
-    stages = base_stages(model_path)
+    stages = base_stages()
     for i in range(1, g + 1):
         stages.update(generation_stages(i))
         if control:
