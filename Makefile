@@ -6,7 +6,7 @@ export DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_
 export DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup run run-plain serve test test-slow lint bench clean
+.PHONY: setup run run-plain serve ablate test test-slow lint bench clean
 
 setup: $(BIN)/selfloop
 
@@ -21,7 +21,7 @@ $(BIN)/selfloop: pyproject.toml
 # The loop as a Prefect flow against a project-local server (started and stopped here),
 # versioned by DVC, tracked in MLflow, gated by great-expectations. Replaces runs/default.
 run: setup
-	infra/with-prefect-server.sh $(BIN)/python -m flows.loop runs/default
+	infra/with-prefect-server.sh --early $(BIN)/python -m flows.loop runs/default
 
 # The same loop without Prefect (DVC, MLflow and the gates still on): `selfloop run`.
 run-plain: setup
@@ -29,6 +29,11 @@ run-plain: setup
 
 serve: setup
 	infra/with-prefect-server.sh $(BIN)/python -m flows.serve
+
+# Ablation arms from one base checkpoint (runs/ablate), report in reports/ablation
+# (README "Ablations"). Finished arms are kept; ARGS passes options, e.g. ARGS="--iterations 3".
+ablate: setup
+	$(BIN)/selfloop ablate $(ARGS)
 
 test: setup
 	$(BIN)/ruff check .

@@ -31,8 +31,8 @@ def commands(overrides: list[str]) -> dict[str, list[str]]:
     return {
         "plain": [str(BIN / "selfloop"), "run", "--fresh", "--workdir", "runs/bench-plain", *sets,
                   *[a for o in PLAIN_OFF for a in ("--set", o)]],
-        "full": [str(ROOT / "infra" / "with-prefect-server.sh"), str(BIN / "python"), "-m", "flows.loop",
-                 "runs/bench-full", *sets],
+        "full": [str(ROOT / "infra" / "with-prefect-server.sh"), "--early", str(BIN / "python"), "-m",
+                 "flows.loop", "runs/bench-full", *sets],
     }
 
 

@@ -112,9 +112,31 @@ def loop_flow(
     return results
 
 
+def wait_for_api(server_log: str, seconds: float = 120.0) -> None:
+    """Wait until the Prefect API answers (the server was started beside this process by
+    ``infra/with-prefect-server.sh --early``); a clear error if it never does."""
+    import os
+
+    import httpx
+
+    url = os.environ["PREFECT_API_URL"].rstrip("/") + "/health"
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"selfloop: the Prefect server at {url} did not come up in {seconds:.0f} s; "
+                             f"see {server_log}")
+        time.sleep(0.25)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``make run``: the loop as this flow (fresh in runs/default unless told otherwise)."""
     import argparse
+    import os
 
     from selfloop.config import ConfigError
     from selfloop.lock import RunLocked
@@ -130,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int, help="override run.iterations")
     ap.add_argument("--resume", action="store_true", help="continue a stopped run instead of replacing it")
     args = ap.parse_args(argv)
+    if os.environ.get("SELFLOOP_WAIT_FOR_API"):
+        wait_for_api(os.environ["SELFLOOP_WAIT_FOR_API"])
     rep = RichReporter(load_params(PARAMS_FILE).domain.levels)
     if rep.console.is_terminal:
         steps.use_reporter(rep)

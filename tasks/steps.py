@@ -115,21 +115,47 @@ def record_close(params: Params, workdir: str, results: dict, control_generation
 
 class TaskRecorder:
     """The loop's recorder with each call a task (so versioning and tracking show in the UI),
-    tagging MLflow runs with the flow run's id."""
+    tagging MLflow runs with the flow run's id.
+
+    Recording runs beside the loop, not in its way: each call is submitted to the flow's
+    task runner (a thread; DVC itself runs as a subprocess) and waits only for the previous
+    recording, so generation g is committed and logged while generation g+1 computes, on
+    the core the loop leaves idle. A failed recording stops the loop at its next call, and
+    ``close`` waits for every recording before the last one."""
 
     def __init__(self, params: Params, workdir: str, flow_run_id: str) -> None:
         self.params, self.workdir, self.tags = params, workdir, {"prefect_flow_run_id": flow_run_id}
+        self._pending: list = []
+
+    def _submit(self, record_task, *args) -> None:
+        self._raise_failed(wait=False)
+        last = self._pending[-1:]
+        self._pending.append(record_task.submit(self.params, self.workdir, *args, self.tags, wait_for=last))
+
+    def _raise_failed(self, wait: bool) -> None:
+        """Re-raise the first failed recording (its own error, e.g. DvcError); with ``wait``,
+        first wait for all of them."""
+        for fut in self._pending:
+            if wait:
+                fut.wait()
+            if fut.state.is_failed() or fut.state.is_crashed():
+                fut.result()  # raises the task's exception
 
     def open(self) -> None:
-        record_open(self.params, self.workdir, self.tags)
+        self._submit(record_open)
 
-    def base(self, base_eval: dict) -> dict:
-        return record_base(self.params, self.workdir, base_eval, self.tags)
+    def base(self, base_eval: dict) -> None:
+        self._submit(record_base, base_eval)
 
-    def generation(self, g: int, metrics: dict) -> dict:
-        return record_generation(self.params, self.workdir, g, metrics, self.tags)
+    def generation(self, g: int, metrics: dict) -> None:
+        self._submit(record_generation, g, metrics)
 
     def close(self, results: dict, control_generations: int, status: str = "FINISHED") -> None:
+        try:
+            self._raise_failed(wait=True)
+        except Exception:
+            if status == "FINISHED":
+                raise
         record_close(self.params, self.workdir, results, control_generations, status)
 
 

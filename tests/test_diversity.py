@@ -30,10 +30,11 @@ def test_vendi_orders_and_scale():
     assert dv.vendi(np.zeros((0, 3))) == 0.0
 
 
-def test_vendi_matches_the_n_by_n_definition_on_random_data():
-    """Through the d x d covariance it equals exp(entropy of eig(K/n)) with K = X X^T."""
+@pytest.mark.parametrize("n,d", [(200, 16), (16, 200)])  # through d x d, and through n x n
+def test_vendi_matches_the_n_by_n_definition_on_random_data(n, d):
+    """It equals exp(entropy of eig(K/n)) with K = X X^T, whichever side it decomposes."""
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(200, 16))
+    x = rng.normal(size=(n, d))
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     lam = np.clip(np.linalg.eigvalsh(xn @ xn.T / len(x)), 0, None)
     lam = lam[lam > 1e-12]

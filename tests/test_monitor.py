@@ -71,3 +71,13 @@ def test_decisions_change_the_next_plan_and_accumulate():
     assert apply_decisions(base, None, [], params, acc)["policy"] == {}
     off = load_params(None, ["monitor.act=false"])
     assert apply_decisions(base, None, flags, off, acc)["decisions"] == []
+
+
+def test_a_recorded_stop_ends_the_loop_only_when_the_monitor_acts():
+    from selfloop.config import load_params
+    from selfloop.loop import next_action
+
+    stop = [{"action": "stop", "reason": "accuracy fell twice"}]
+    history = [{"3": {"greedy_acc": 0.1}}, {"3": {"greedy_acc": 0.05}}]
+    assert next_action(load_params(None, ["monitor.act=true"]), history, stop)[0] == "stop"
+    assert next_action(load_params(None, ["monitor.act=false"]), history, stop) == ("continue", "")

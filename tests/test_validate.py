@@ -39,7 +39,7 @@ def test_good_batches_pass_and_results_are_saved(tmp_path):
     "kind,records,expectation,ids",
     [
         ("reference", [ref(1), ref(1)], "expect_column_values_to_be_unique", ["r1"]),
-        ("reference", [ref(1), ref(2, problem="held")], "expect_column_values_to_not_be_in_set", ["r2"]),
+        ("reference", [ref(1), ref(2, problem="held")], "expect_column_values_to_be_in_set", ["r2"]),
         ("candidates", [syn(1), syn(2, verification=[])], "expect_column_values_to_not_be_null", ["s2"]),
         ("candidates", [syn(1), syn(3, generator={})], "expect_column_values_to_not_be_null", ["s3"]),
         ("candidates", [syn(1), syn(3, generator={"sha256": "x"})], "expect_column_value_lengths_to_equal",

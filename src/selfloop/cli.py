@@ -135,6 +135,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    import shlex
+
+    from selfloop.ablate import ARMS, ablate
+
+    names = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else list(ARMS)
+    unknown = [a for a in names if a not in ARMS]
+    if unknown:
+        print(f"selfloop: unknown arm(s) {unknown}; arms: {', '.join(ARMS)}", file=sys.stderr)
+        return 2
+    if args.workers < 1 or args.iterations < 1:
+        print("selfloop: --workers and --iterations must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        out = ablate(args.params, args.set, args.iterations, {a: ARMS[a] for a in names}, args.workers,
+                     args.workdir, args.out, shlex.join(["selfloop", *args.argv]))
+    except ValueError as e:  # ConfigError included
+        print(f"selfloop: {e}", file=sys.stderr)
+        return 2
+    print("\n" + (Path(args.out) / "table.md").read_text())
+    print("wrote " + ", ".join(str(f) for f in out["files"]))
+    if out["failed"]:
+        print(f"selfloop: arm(s) failed: {out['failed']} (finished steps are kept: run again to resume)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_lineage(args: argparse.Namespace) -> int:
     from selfloop.lineage import RecordNotFound, format_lineage, lineage
     from selfloop.recording import model_versions
@@ -190,6 +218,19 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--resume", action="store_true",
                    help="continue a stopped run in the workdir (same parameters); completed steps are kept")
     r.set_defaults(func=cmd_run)
+    ab = sub.add_parser("ablate", help="ablation arms (default, collapse, collapse_monitor, replace, "
+                        "no_verifier) from one base checkpoint, with a report")
+    ab.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    ab.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override one parameter for the base and every arm (repeatable)")
+    ab.add_argument("--iterations", type=int, default=10, help="iterations per arm (default: 10)")
+    ab.add_argument("--arms", help="comma-separated arms (default: all)")
+    ab.add_argument("--workers", type=int, default=2,
+                    help="processes at a time (default: 2; the default arm with its control counts 2; "
+                    "1: arms one after another in this process)")
+    ab.add_argument("--workdir", default="runs/ablate", help="run directories (default: runs/ablate)")
+    ab.add_argument("--out", default="reports/ablation", help="report directory (default: reports/ablation)")
+    ab.set_defaults(func=cmd_ablate)
     li = sub.add_parser("lineage", help="where a record came from and which checkpoints trained on it")
     li.add_argument("record_id")
     li.add_argument("--workdir", default="runs/default", help="the run's directory (default: runs/default)")
@@ -206,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     co.add_argument("--workdir", default="runs/default", help="the run's directory (default: runs/default)")
     co.set_defaults(func=cmd_checkout)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     from selfloop.config import ConfigError
     from selfloop.lock import RunLocked
     from selfloop.tracking import TrackingError

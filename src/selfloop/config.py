@@ -112,13 +112,20 @@ class GenerateConfig:
 @dataclass(frozen=True)
 class VerifyConfig:
     max_chars: int = _f(200, "Answers longer than this are rejected unread.")
+    verifier: str = _f(
+        "countdown",
+        "Which verifier decides: 'countdown' (the domain's exact checker) or 'none' (ablation: every "
+        "answer within max_chars passes, its trace says verifier 'none', reason 'not_verified').",
+    )
 
 
 @dataclass(frozen=True)
 class CurateConfig:
     selection: str = _f(
         "distinct",
-        "Which verified answers to keep: 'distinct' (every distinct one) or 'one' (one per problem).",
+        "Which verified answers to keep: 'distinct' (every distinct one), 'one' (one per problem) or "
+        "'greedy' (ablation: generate samples each problem once greedily, one answer per problem; "
+        "a monitor temperature raise switches back to sampling plan.samples).",
     )
     cap_per_problem: int = _f(2, "Most accepted answers kept per problem per generation.")
     accumulate: bool = _f(True, "Keep earlier generations' accepted data in the pool (else replace it).")
@@ -188,6 +195,9 @@ class Params:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
+
+
+SELECTIONS = ("distinct", "one", "greedy")
 
 
 class ConfigError(ValueError):
@@ -302,7 +312,10 @@ def validate(p: Params) -> None:
         (p.plan.samples >= 1 and p.plan.problems >= 1, "plan.samples and plan.problems must be >= 1"),
         (p.plan.temperature > 0, "plan.temperature must be > 0"),
         (0 < p.plan.top_p <= 1, "plan.top_p must be in (0, 1]"),
-        (p.curate.selection in ("distinct", "one"), "curate.selection must be 'distinct' or 'one'"),
+        (p.curate.selection in SELECTIONS,
+         f"curate.selection must be one of {', '.join(map(repr, SELECTIONS))}"),
+        (p.verify.verifier in (p.domain.name, "none"),
+         f"verify.verifier must be {p.domain.name!r} (the domain's exact checker) or 'none' (no verifier)"),
         (p.train.steps >= 0 and p.train.batch_size >= 1, "train.steps >= 0 and train.batch_size >= 1"),
         (p.run.iterations >= 0, "run.iterations must be >= 0"),
         (p.run.threads >= 1, "run.threads must be >= 1"),

@@ -37,12 +37,15 @@ def vendi(x, q: float = 1.0) -> float:
         x = sp.csr_matrix(x, dtype=np.float64)
         norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
         x = sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ x
-        cov = (x.T @ x).toarray() / n
+        cov = ((x.T @ x) if n >= x.shape[1] else (x @ x.T)).toarray() / n
     else:
         x = np.asarray(x, dtype=np.float64)
         norms = np.linalg.norm(x, axis=1, keepdims=True)
         x = x / np.where(norms > 0, norms, 1.0)
-        cov = x.T @ x / n
+        cov = (x.T @ x if n >= x.shape[1] else x @ x.T) / n
+    # X^T X / n (d x d) and the similarity matrix X X^T / n (n x n) share their nonzero
+    # eigenvalues: decompose the smaller (a few hundred accepted answers need not pay for a
+    # 2048 x 2048 eigendecomposition).
     lam = np.clip(np.linalg.eigvalsh(cov), 0.0, None)
     lam = lam[lam > 1e-12]
     lam = lam / lam.sum()

@@ -192,6 +192,8 @@ def step_generate(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     domain = domain_for(params, tok)
     plan = read_json(ws.gen(g) / "plan.json")
     problems = gen.new_problems(domain, plan, _heldout_ids(ws))
+    if params.curate.selection == "greedy":  # the provenance records the greedy sampling
+        plan = gen.greedy_plan(plan)
     with rep.step(f"gen {g}: generate", len(problems)):
         ckpt = tr.checkpoint_info(_source(ws, g), ws.root)
         candidates, stats = gen.generate(domain, _generator(params, model, tok), plan, problems, ckpt,
@@ -201,11 +203,13 @@ def step_generate(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
 
 
 def step_verify(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
-    """Verify every candidate, then gate the batch with its suite."""
+    """Verify every candidate (``verify.verifier: none``: pass them unread, saying so), then
+    gate the batch with its suite."""
     d = ws.gen(g)
     tok = mdl.load_tokenizer(ws.model(g - 1))
-    verified, stats = gen.verify(domain_for(params, tok), read_jsonl(d / "candidates.jsonl"),
-                                 params.verify.max_chars)
+    check = gen.pass_unverified if params.verify.verifier == "none" else gen.verify
+    verified, stats = check(domain_for(params, tok), read_jsonl(d / "candidates.jsonl"),
+                            params.verify.max_chars)
     write_jsonl(d / "verified.jsonl", verified)
     gate.validate_records("candidates", verified, d / "verified.jsonl", params, _heldout_ids(ws),
                           d / "validation" / "candidates.json")
@@ -439,9 +443,10 @@ def base(params: Params, ws: Workspace, rep: Reporter) -> dict:
 
 def next_action(params: Params, history: list[dict], monitor: list[dict] | None = None) -> tuple[str, str]:
     """After each generation: ("continue" | "stop", reason). Stops when the collapse monitor
-    decided ``stop``, or on a plateau: mean held-out greedy accuracy over levels not better
-    than its best for ``run.patience`` generations."""
-    stops = [d["reason"] for d in (monitor or []) if d["action"] == "stop"]
+    decided ``stop`` (and acts), or on a plateau: mean held-out greedy accuracy over levels not
+    better than its best for ``run.patience`` generations."""
+    # With monitor.act off the decisions are only recorded: a recorded "stop" ends nothing.
+    stops = [d["reason"] for d in (monitor or []) if d["action"] == "stop" and params.monitor.act]
     if stops:
         return "stop", f"monitor: {stops[0]}"
     patience = params.run.patience

@@ -111,14 +111,14 @@ class Recorder:
 
     def base(self, base_eval: dict, tags: dict[str, str] | None = None) -> dict:
         """Version the data and base model; register the base checkpoint."""
-        write_history(self.ws, list(self.levels))
+        write_history(self.ws, list(self.levels), last=0)
         self.dvc.record({**base_stages(self._model_dep()), **history_stage(0)})
         return self._track(0, {"generation": 0, "arm": "loop", "eval": base_eval["levels"]},
                            self.ws.data / "reference.jsonl", tags)
 
     def generation(self, g: int, metrics: dict, tags: dict[str, str] | None = None) -> dict:
         """Version generation ``g``'s files; track its metrics and checkpoint."""
-        write_history(self.ws, list(self.levels))
+        write_history(self.ws, list(self.levels), last=g)
         source = read_json(self.ws.gen(g) / "plan.json").get("policy", {}).get("source_generation", g - 1)
         self.dvc.record({**generation_stages(g, source), **history_stage(g)})
         return self._track(g, metrics, self.ws.gen(g) / "mix.jsonl", tags)
@@ -185,13 +185,15 @@ class Recorder:
 
 
 
-def write_history(ws: Workspace, levels: list[int]) -> list[dict]:
-    """history.json: one row per finished generation (held-out greedy accuracy per level,
-    answers accepted, pool size) for ``dvc plots`` (the ``history`` stage)."""
+def write_history(ws: Workspace, levels: list[int], last: int | None = None) -> list[dict]:
+    """history.json: one row per finished generation up to ``last`` (default: all of them;
+    held-out greedy accuracy per level, answers accepted, pool size) for ``dvc plots`` (the
+    ``history`` stage). Recording names ``last``: it may run while the next generation is
+    being written."""
     from selfloop.records import iter_jsonl
 
     rows, g = [], 0
-    while (ws.gen(g) / "eval.json").exists():
+    while (ws.gen(g) / "eval.json").exists() and (last is None or g <= last):
         ev = read_json(ws.gen(g) / "eval.json")["levels"]
         row = {"generation": g, **{f"L{lv}": ev[str(lv)]["greedy_acc"] for lv in levels},
                "accepted": 0, "pool": 0}  # the base model trained on reference data only

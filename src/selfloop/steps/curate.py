@@ -29,7 +29,7 @@ def curate(
     # Most-sampled answers first: with a cap, keep the model's most consistent solutions.
     order = sorted(range(len(verified)), key=lambda i: (-verified[i].get("count", 1), i))
     seen: set[str] = set()
-    cap = 1 if cfg.selection == "one" else cfg.cap_per_problem
+    cap = 1 if cfg.selection in ("one", "greedy") else cfg.cap_per_problem
     for i in order:
         r = verified[i]
         if not passed(r):

@@ -1,0 +1,276 @@
+"""The ablation report: per arm and generation what the run directories hold (results.json),
+one table row per arm (table.md), and two plots (accuracy.png, diversity.png).
+
+The done-when numbers are computed here, not asserted:
+
+- collapse onset (of the ``collapse`` arm): the first generation whose mean n-gram Vendi of
+  the model's samples (over levels with samples) is below ``ONSET_VENDI`` (90%) of that arm's
+  generation-1 value, or whose mean held-out greedy accuracy is more than ``ONSET_ACCURACY``
+  (3 points) below the default arm's at the same generation;
+- the first generation the monitor flagged (any decision), and whether flag - onset <= 2;
+- whether the default arm was ever flagged;
+- collapse_monitor's final mean accuracy relative to the default arm's (within 10%);
+- whether the default arm's n-gram Vendi (samples, accepted answers) ever fell below its
+  generation-1 value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from selfloop.records import read_json, write_json, write_text
+from selfloop.workspace import Workspace
+
+ONSET_VENDI = 0.9
+ONSET_ACCURACY = 0.03
+CONTROL = "control"
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _eval_row(g: int, levels: dict) -> dict:
+    return {
+        "generation": g,
+        "accuracy": {k: v["greedy_acc"] for k, v in levels.items()},
+        "mean_accuracy": _mean([v["greedy_acc"] for v in levels.values()]),
+        "pass_at_k": {k: v["pass_at_k"] for k, v in levels.items()},
+        "k": next(iter(levels.values()))["k"] if levels else None,
+    }
+
+
+def _vendi(diversity: dict, kind: str) -> float | None:
+    return _mean([d[kind]["vendi_ngram"] for d in diversity.values() if d.get(kind, {}).get("n")])
+
+
+def generation_row(ws: Workspace, g: int) -> dict:
+    """One finished generation of a loop arm, from its files."""
+    d = ws.gen(g)
+    metrics, diversity = read_json(d / "metrics.json"), read_json(d / "diversity.json")
+    row = _eval_row(g, read_json(d / "eval.json")["levels"])
+    verify = metrics.get("verify", {})
+    row.update({
+        "acceptance": verify.get("acceptance_rate"),
+        "accepted": metrics.get("curate", {}).get("accepted"),
+        "pool": metrics.get("curate", {}).get("pool"),
+        "vendi_samples": _vendi(diversity, "samples"),
+        "vendi_accepted": _vendi(diversity, "accepted"),
+        "diversity": diversity,
+        "monitor": read_json(d / "monitor.json")["decisions"],
+    })
+    if "exact_pass_rate" in verify:  # no verifier: what the exact checker would have passed
+        row["exact_pass_rate"] = verify["exact_pass_rate"]
+    return row
+
+
+def arm_series(root: Path, arm: str = "loop") -> list[dict]:
+    """Generation 0 (the shared base) and every finished generation after it, in order."""
+    ws = Workspace(root)
+    rows = [_eval_row(0, read_json(ws.gen(0) / "eval.json")["levels"])]
+    g = 1
+    while (ws.gen(g, arm) / "metrics.json").exists():
+        if arm == "loop":
+            rows.append(generation_row(ws, g))
+        else:
+            rows.append(_eval_row(g, read_json(ws.gen(g, arm) / "eval.json")["levels"]))
+        g += 1
+    return rows
+
+
+def collect(base: Path, arms: dict[str, Path], overrides: dict[str, list[str]], command: str) -> dict:
+    """results.json: per arm (and the default arm's control generations as ``control``)."""
+    base_eval = read_json(Workspace(base).gen(0) / "eval.json")["levels"]
+    out: dict = {"command": command, "base": _eval_row(0, base_eval), "arms": {}}
+    for name, root in arms.items():
+        if not (root / "gen_000" / "eval.json").exists():
+            continue  # never seeded (failed before it started)
+        done = root / "results.json"
+        stopped = read_json(done).get("stopped", "") if done.exists() else None
+        out["arms"][name] = {"overrides": overrides.get(name, []), "workdir": str(root),
+                             "complete": stopped is not None, "stopped": stopped or "",
+                             "generations": arm_series(root)}
+        if name == "default" and (root / CONTROL).exists():
+            out["arms"][CONTROL] = {"overrides": ["(the default arm's control: reference data only)"],
+                                    "workdir": str(root / CONTROL), "complete": stopped is not None,
+                                    "stopped": "", "generations": arm_series(root, CONTROL)}
+    out["checks"] = checks(out["arms"])
+    return out
+
+
+# ------------------------------------------------------------------ done-when numbers
+
+
+def first_flag(rows: list[dict]) -> dict | None:
+    """The first generation with any monitor decision, and the decisions."""
+    for r in rows[1:]:
+        if r.get("monitor"):
+            return {"generation": r["generation"],
+                    "decisions": [f"{d['action']} ({d['signal']})" for d in r["monitor"]]}
+    return None
+
+
+def onset(rows: list[dict], default: list[dict] | None) -> int | None:
+    """The collapse onset (see the module docstring); None when there is none."""
+    gens = rows[1:]
+    first = gens[0].get("vendi_samples") if gens else None
+    ref = {r["generation"]: r["mean_accuracy"] for r in default or []}
+    for r in gens:
+        v = r.get("vendi_samples")
+        if first and v is not None and v < ONSET_VENDI * first:
+            return r["generation"]
+        if r["generation"] in ref and r["mean_accuracy"] < ref[r["generation"]] - ONSET_ACCURACY:
+            return r["generation"]
+    return None
+
+
+def _fell_below_first(rows: list[dict], key: str) -> dict:
+    values = [r.get(key) for r in rows[1:] if r.get(key) is not None]
+    if len(values) < 2:
+        return {"fell_below_gen1": None, "min_ratio_to_gen1": None}
+    low = min(values[1:])
+    return {"fell_below_gen1": low < values[0], "min_ratio_to_gen1": low / values[0] if values[0] else None}
+
+
+def checks(arms: dict) -> dict:
+    rows = {k: v["generations"] for k, v in arms.items()}
+    default = rows.get("default")
+    out: dict = {"definitions": {
+        "onset": f"first generation whose mean samples n-gram Vendi < {ONSET_VENDI:.0%} of the arm's "
+                 f"generation 1, or whose mean held-out accuracy is > {ONSET_ACCURACY * 100:.0f} points "
+                 "below the default arm's at the same generation",
+        "flag": "first generation with any monitor decision"}}
+    if "collapse" in rows:
+        on, flag = onset(rows["collapse"], default), first_flag(rows["collapse"])
+        out["collapse"] = {
+            "onset": on, "first_flag": flag,
+            "flag_within_2_of_onset": (None if on is None and flag is None else
+                                       False if on is None or flag is None else flag["generation"] - on <= 2),
+        }
+    if default:
+        flag = first_flag(default)
+        out["default"] = {"ever_flagged": flag is not None, "first_flag": flag,
+                          "vendi_samples": _fell_below_first(default, "vendi_samples"),
+                          "vendi_accepted": _fell_below_first(default, "vendi_accepted")}
+    if "collapse_monitor" in rows and default and len(default) > 1:
+        cm, df = rows["collapse_monitor"][-1]["mean_accuracy"], default[-1]["mean_accuracy"]
+        ratio = cm / df if df else None
+        out["collapse_monitor"] = {"final_accuracy": cm, "default_final_accuracy": df, "ratio": ratio,
+                                   "within_10pct": None if ratio is None else abs(ratio - 1) <= 0.10}
+    return out
+
+
+# ------------------------------------------------------------------ table and plots
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def table(results: dict) -> str:
+    arms = results["arms"]
+    default = arms.get("default", {}).get("generations")
+    lines = ["| arm | generations | final mean accuracy | best (generation) | vs default (final) | "
+             "first monitor flag | samples Vendi gen 1 → last | accepted Vendi gen 1 → last |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, arm in arms.items():
+        rows = arm["generations"]
+        last = rows[-1]
+        best = max(rows, key=lambda r: (r["mean_accuracy"], -r["generation"]))
+        vs = "-"
+        if default and name != "default" and len(default) > 1:
+            d = default[-1]["mean_accuracy"]
+            vs = f"{(last['mean_accuracy'] - d) * 100:+.1f} pts"
+            vs += f" ({last['mean_accuracy'] / d:.2f}x)" if d else ""
+        flag = first_flag(rows)
+        flag_s = "-" if name == CONTROL else "none" if flag is None else \
+            f"gen {flag['generation']}: {', '.join(flag['decisions'])}"
+        gens = rows[1:]
+
+        def span(key: str, gens: list[dict] = gens) -> str:
+            return "-" if not gens else f"{_num(gens[0].get(key))} → {_num(gens[-1].get(key))}"
+
+        stop = (f" (stopped: {arm['stopped']})" if arm["stopped"]
+                else "" if arm["complete"] else " (incomplete)")
+        lines.append(f"| {name}{stop} | {len(rows) - 1} | {_pct(last['mean_accuracy'])} | "
+                     f"{_pct(best['mean_accuracy'])} ({best['generation']}) | {vs} | {flag_s} | "
+                     f"{span('vendi_samples')} | {span('vendi_accepted')} |")
+    c = results["checks"]
+    notes = ["", "Mean held-out greedy accuracy over levels; generation 0 is the shared base model "
+             f"({_pct(results['base']['mean_accuracy'])}). Vendi: n-gram Vendi score, mean over levels.", "",
+             "Checks (computed, not asserted):", ""]
+    if "collapse" in c:
+        x = c["collapse"]
+        notes.append(f"- collapse arm: onset at generation {x['onset']}, first monitor flag "
+                     f"{x['first_flag']['generation'] if x['first_flag'] else None}, "
+                     f"flag within 2 generations of onset: {x['flag_within_2_of_onset']}")
+    if "default" in c:
+        x = c["default"]
+        notes.append(f"- default arm ever flagged: {x['ever_flagged']}; its samples Vendi fell below "
+                     f"generation 1's: {x['vendi_samples']['fell_below_gen1']}, accepted Vendi: "
+                     f"{x['vendi_accepted']['fell_below_gen1']}")
+    if "collapse_monitor" in c:
+        x = c["collapse_monitor"]
+        notes.append(f"- collapse_monitor final accuracy / default's: {_num(x['ratio'])} "
+                     f"(within 10%: {x['within_10pct']})")
+    if notes[-1] == "":
+        notes.append("- (none: they need the default, collapse or collapse_monitor arms)")
+    notes += ["", f"Onset: {c['definitions']['onset']}.", "",
+              f"Produced by: `{results['command'] or 'selfloop ablate'}`", ""]
+    return "\n".join(lines + notes)
+
+
+def plots(results: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    arms = results["arms"]
+    color = {name: f"C{i}" for i, name in enumerate(arms)}  # one colour per arm in every panel
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, arm in arms.items():
+        rows = arm["generations"]
+        ax.plot([r["generation"] for r in rows], [r["mean_accuracy"] * 100 for r in rows], marker="o",
+                label=name, color=color[name], linestyle="--" if name == CONTROL else "-")
+    ax.set(xlabel="generation (0: shared base model)", ylabel="mean held-out greedy accuracy (%)",
+           title="Held-out accuracy per generation")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    acc = out / "accuracy.png"
+    fig.savefig(acc, dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
+    for ax, key, title in ((axes[0], "vendi_samples", "model's samples"),
+                           (axes[1], "vendi_accepted", "accepted answers")):
+        for name, arm in arms.items():
+            rows = [r for r in arm["generations"][1:] if r.get(key) is not None]
+            if name != CONTROL and rows:
+                ax.plot([r["generation"] for r in rows], [r[key] for r in rows], marker="o", label=name,
+                        color=color[name])
+        ax.set(xlabel="generation", ylabel="n-gram Vendi (mean over levels)", title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.tight_layout()
+    div = out / "diversity.png"
+    fig.savefig(div, dpi=120)
+    plt.close(fig)
+    return [acc, div]
+
+
+def write_report(base: Path, arms: dict[str, Path], overrides: dict[str, list[str]], out: Path,
+                 command: str) -> tuple[dict, list[Path]]:
+    out.mkdir(parents=True, exist_ok=True)
+    results = collect(base, arms, overrides, command)
+    write_json(out / "results.json", results)
+    write_text(out / "table.md", "# Ablation\n\n" + table(results))
+    return results, [out / "results.json", out / "table.md", *plots(results, out)]

@@ -1,0 +1,160 @@
+"""`selfloop ablate` at TINY size: arms from one base checkpoint, a report, no re-runs."""
+
+import functools
+import os
+from collections import Counter
+
+import pytest
+
+from selfloop import diversity
+from selfloop.ablate import ARMS, ablate, make_arms
+from selfloop.records import file_sha256, read_json, read_jsonl
+from tests.conftest import TINY
+
+SETS = [o for o in TINY if not o.startswith("run.iterations=")]
+# collapse as it is; no_verifier also without reference data, so that a non-empty pool meets
+# reference_fraction 0 (the TINY base model solves nothing: collapse's pool stays empty)
+ARMS_UNDER_TEST = {"collapse": ARMS["collapse"],
+                   "no_verifier": (*ARMS["no_verifier"], "train.reference_fraction=0")}
+
+
+def _per_problem(path) -> int:
+    return max(Counter(r["problem_id"] for r in read_jsonl(path)).values(), default=0)
+
+
+def test_arms_share_one_base_and_report(tmp_path, monkeypatch):
+    # The n-gram Vendi's 2048 x 2048 eigendecomposition is most of a TINY generation's time
+    # (3 per generation); 256 hashed features keep the numbers meaningful and the test fast.
+    monkeypatch.setattr(diversity, "ngram_features", functools.partial(diversity.ngram_features, dim=256))
+    work, out = tmp_path / "ablate", tmp_path / "report"
+    got = ablate(None, SETS, 2, ARMS_UNDER_TEST, workers=1, workdir=work, out=out,
+                 command="selfloop ablate --test", log=lambda _: None)
+    assert got["failed"] == {} and got["ran"] == ["collapse", "no_verifier"]
+
+    # one base checkpoint, shared
+    base_sha = file_sha256(work / "base" / "gen_000" / "model" / "model.safetensors")
+    for arm in ARMS_UNDER_TEST:
+        weights = work / arm / "gen_000" / "model" / "model.safetensors"
+        assert file_sha256(weights) == base_sha
+        assert os.path.samefile(weights, work / "base" / "gen_000" / "model" / "model.safetensors")
+        assert (work / arm / "gen_002" / "metrics.json").exists()
+        assert read_json(work / arm / "params.json")["run"]["iterations"] == 2
+        first = read_jsonl(work / arm / "gen_001" / "candidates.jsonl")[0]
+        assert first["generator"]["sha256"] == base_sha
+
+    # collapse: one greedy sample and at most one accepted answer per problem
+    cands = read_jsonl(work / "collapse" / "gen_001" / "candidates.jsonl")
+    assert all(r["sampling"]["greedy"] and r["count"] == 1 for r in cands)
+    assert _per_problem(work / "collapse" / "gen_001" / "candidates.jsonl") == 1
+    for g in (1, 2):
+        assert _per_problem(work / "collapse" / f"gen_{g:03d}" / "accepted.jsonl") <= 1
+    # no verifier: everything passes unread and says so; with reference_fraction 0 and a
+    # non-empty pool every batch is all synthetic, and the suites pass
+    d = work / "no_verifier" / "gen_001"
+    verified = read_jsonl(d / "verified.jsonl")
+    assert {v["verifier"] for r in verified for v in r["verification"]} == {"none"}
+    assert read_jsonl(d / "pool.jsonl")
+    assert all(m["reference"] == [] and m["synthetic"] for m in read_jsonl(d / "mix.jsonl"))
+    for kind in ("candidates", "accepted", "mix"):
+        assert read_json(d / "validation" / f"{kind}.json")["success"]
+
+    # the report
+    results = read_json(out / "results.json")
+    assert set(results["arms"]) == {"collapse", "no_verifier"}
+    for arm in results["arms"].values():
+        rows = arm["generations"]
+        assert [r["generation"] for r in rows] == [0, 1, 2] and arm["complete"]
+        assert rows[0]["mean_accuracy"] == results["base"]["mean_accuracy"]
+        assert {"accuracy", "pass_at_k", "acceptance", "pool", "diversity", "monitor",
+                "vendi_samples", "vendi_accepted"} <= set(rows[1])
+    assert results["arms"]["no_verifier"]["generations"][1]["exact_pass_rate"] is not None
+    assert {"onset", "first_flag", "flag_within_2_of_onset"} <= set(results["checks"]["collapse"])
+    table = (out / "table.md").read_text()
+    assert "| collapse |" in table and "| no_verifier |" in table and "selfloop ablate --test" in table
+    for name in ("accuracy.png", "diversity.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+    # a second run re-runs nothing; other parameters for a finished base or arm are refused
+    again = ablate(None, SETS, 2, ARMS_UNDER_TEST, workers=1, workdir=work, out=out, log=lambda _: None)
+    assert again["ran"] == [] and again["skipped"] == ["collapse", "no_verifier"]
+    with pytest.raises(ValueError, match=r"base was made with other \['bootstrap'\]"):
+        ablate(None, [*SETS, "bootstrap.steps=31"], 2, ARMS_UNDER_TEST, workdir=work, out=out)
+    with pytest.raises(ValueError, match=r"arm collapse: .*\['train.steps'\]; remove"):
+        ablate(None, [*SETS, "train.steps=11"], 2, ARMS_UNDER_TEST, workdir=work, out=out)
+
+
+@pytest.mark.parametrize("override", ["model.n_layer=2", "bootstrap.steps=5", "run.seed=1",
+                                      "reference.heldout_per_level=3", "domain.num_max=8"])
+def test_an_arm_may_not_change_the_base(tmp_path, override):
+    with pytest.raises(ValueError, match="shape the shared base checkpoint"):
+        make_arms(None, SETS, 1, tmp_path, {"odd": ("curate.accumulate=false", override)})
+
+
+def _record_span(arm) -> None:
+    """A stand-in arm process: writes when it started and ended."""
+    import time
+
+    start = time.monotonic()
+    time.sleep(0.3)
+    (arm.workdir / "span").write_text(f"{start} {time.monotonic()}")
+
+
+def test_arms_run_in_parallel_and_the_control_counts_twice(tmp_path):
+    from selfloop.ablate import run_arms
+
+    arms = make_arms(None, SETS, 1, tmp_path, {"default": ARMS["default"], "a": (), "b": ()})
+    for a in arms:
+        a.workdir.mkdir()
+    assert run_arms(arms, 2, target=_record_span) == {"default": 0, "a": 0, "b": 0}
+    span = {a.name: [float(x) for x in (a.workdir / "span").read_text().split()] for a in arms}
+    assert span["default"][1] <= min(span["a"][0], span["b"][0])  # default + its control: 2 slots
+    assert span["a"][0] < span["b"][1] and span["b"][0] < span["a"][1]  # a and b side by side
+
+
+def _rows(acc, vendi=None, flags=None):
+    """Generation rows as the report reads them: mean accuracy per generation (0: base)."""
+    rows = []
+    for g, a in enumerate(acc):
+        r = {"generation": g, "mean_accuracy": a}
+        if g and vendi:
+            r.update(vendi_samples=vendi[g - 1], vendi_accepted=vendi[g - 1] / 2,
+                     monitor=[{"action": "raise_temperature", "signal": "vendi_samples"}]
+                     if g in (flags or ()) else [])
+        rows.append(r)
+    return rows
+
+
+def test_done_when_numbers(tmp_path):
+    from selfloop.ablate_report import checks, onset, plots, table
+
+    default = _rows([0.1, 0.12, 0.14, 0.15, 0.16], [10, 11, 10.5, 12])
+    collapse = _rows([0.1, 0.12, 0.13, 0.10, 0.08], [10, 9.5, 8.5, 6], flags=(4,))
+    assert onset(collapse, default) == 3  # vendi 8.5 < 0.9 x 10
+    assert onset(_rows([0.1, 0.08], [10]), _rows([0.1, 0.12], [10])) == 1  # 4 points behind
+    assert onset(default, default) is None
+    arms = {"default": default, "control": _rows([0.1, 0.1, 0.1, 0.11, 0.1]), "collapse": collapse,
+            "collapse_monitor": _rows([0.1, 0.12, 0.13, 0.14, 0.15], [10, 9.5, 9.6, 9.8], flags=(2,))}
+    c = checks({k: {"generations": v} for k, v in arms.items()})
+    assert c["collapse"]["onset"] == 3 and c["collapse"]["first_flag"]["generation"] == 4
+    assert c["collapse"]["flag_within_2_of_onset"] is True
+    assert c["default"]["ever_flagged"] is False
+    assert c["default"]["vendi_samples"] == {"fell_below_gen1": False, "min_ratio_to_gen1": 1.05}
+    assert c["collapse_monitor"]["ratio"] == pytest.approx(0.15 / 0.16)
+    assert c["collapse_monitor"]["within_10pct"] is True
+
+    results = {"command": "selfloop ablate", "base": default[0], "checks": c,
+               "arms": {k: {"generations": v, "complete": True, "stopped": ""} for k, v in arms.items()}}
+    text = table(results)
+    assert "| collapse | 4 | 8.0% | 13.0% (2) | -8.0 pts (0.50x) | gen 4: raise_temperature" in text
+    assert "| control | 4 |" in text
+    assert all(p.stat().st_size > 5000 for p in plots(results, tmp_path))
+
+
+def test_cli_refuses_unknown_arms_and_bad_params(capsys):
+    from selfloop.cli import main
+
+    assert main(["ablate", "--arms", "default,nope"]) == 2
+    assert "unknown arm(s) ['nope']" in capsys.readouterr().err
+    assert main(["ablate", "--set", "train.stpes=3"]) == 2
+    assert "unknown key(s) ['stpes']" in capsys.readouterr().err

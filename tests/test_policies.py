@@ -1,0 +1,91 @@
+"""Ablation policies: greedy-only selection, no verifier, no reference data in the mix."""
+
+from pathlib import Path
+
+import pytest
+
+from selfloop.config import ConfigError, CurateConfig, load_params
+from selfloop.domains.countdown import Countdown
+from selfloop.generation import FakeGenerator
+from selfloop.steps.curate import build_mix, curate, mix_makeup, next_pool
+from selfloop.steps.generate import generate, greedy_plan, pass_unverified, verify
+from selfloop.validate import validate_mix, validate_records
+
+DOM = Countdown((1, 9), (1, 99))
+PROBLEMS = [
+    {"numbers": [2, 3, 4], "target": 20, "level": 3, "problem_id": "a"},  # (2+3)*4
+    {"numbers": [1, 2, 3], "target": 6, "level": 3, "problem_id": "b"},  # 1+2+3
+]
+PLAN = {"samples": 4, "temperature": 1.0, "top_p": 0.9, "seed": 3, "generation": 1, "policy": {}}
+CKPT = {"path": "gen_000/model", "sha256": "a" * 64}
+
+
+class Recording(FakeGenerator):
+    """A fake that remembers how it was asked to sample."""
+
+    def __call__(self, prompts, n, temperature, top_p, seed, progress=None):
+        self.asked = (n, temperature, top_p)
+        return super().__call__(prompts, n, temperature, top_p, seed, progress)
+
+
+def answers(prompt: str, i: int) -> str:
+    return ["(2+3)*4", "4*(2+3)", "9"][i % 3] if prompt.startswith("2 3 4") else ["1+2+3", "3+2+1"][i % 2]
+
+
+def test_greedy_samples_once_per_problem_and_keeps_one_answer():
+    fake = Recording(answers)
+    records, stats = generate(DOM, fake, greedy_plan(PLAN), PROBLEMS, CKPT)
+    assert fake.asked == (1, 0.0, 1.0)  # greedy decoding: one answer, temperature 0
+    assert stats == {"problems": 2, "samples": 2, "distinct": 2}
+    assert [r["count"] for r in records] == [1, 1]
+    for r in records:
+        assert r["sampling"]["greedy"] is True and r["sampling"]["temperature"] == 0.0
+        assert r["sampling"]["samples_per_problem"] == 1
+    # curation keeps at most one answer per problem, even from several samples
+    sampled, _ = generate(DOM, FakeGenerator(answers), PLAN, PROBLEMS, CKPT)
+    assert not sampled[0]["sampling"]["greedy"] and len(sampled) == 5
+    verified, _ = verify(DOM, sampled, 200)
+    accepted, _, counts = curate(verified, [], set(), CurateConfig(selection="greedy", cap_per_problem=5))
+    assert sorted(r["problem_id"] for r in accepted) == ["a", "b"]
+    assert counts == {"accepted": 2, "over_cap": 2, "rejected_unverified": 1}
+
+
+def test_monitor_temperature_raise_overrides_greedy():
+    raised = {**PLAN, "temperature": 1.2, "policy": {"temperature": 1.2}}
+    assert greedy_plan(raised) == raised
+    assert greedy_plan(PLAN)["temperature"] == 0.0
+
+
+def test_no_verifier_passes_everything_says_so_and_passes_the_suites():
+    records, _ = generate(DOM, FakeGenerator(answers), PLAN, PROBLEMS, CKPT)
+    verified, stats = pass_unverified(DOM, records, 200)
+    traces = [r["verification"] for r in verified]
+    assert all(t == [{"verifier": "none", "score": None, "verdict": "pass", "reason": "not_verified"}]
+               for t in traces)
+    assert stats["acceptance_rate"] == 1.0 and stats["verifier"] == "none"
+    assert stats["exact_pass_rate"] == pytest.approx(7 / 8)  # "9" is wrong: passed anyway
+    accepted, _, counts = curate(verified, [], set(), CurateConfig(cap_per_problem=5))
+    assert len(accepted) == len(verified) and counts == {"accepted": 5}
+    params = load_params(None, ["verify.verifier=none"])
+    for kind, batch in (("candidates", verified), ("accepted", accepted)):
+        assert validate_records(kind, batch, Path(kind), params, set())["success"]
+
+
+def test_verifier_and_selection_values_are_checked():
+    with pytest.raises(ConfigError, match=r"verify\.verifier"):
+        load_params(None, ["verify.verifier=judge"])
+    with pytest.raises(ConfigError, match="'greedy'"):
+        load_params(None, ["curate.selection=best"])
+
+
+def test_reference_fraction_zero_gives_all_synthetic_batches_that_pass_the_gate():
+    params = load_params(None, ["train.reference_fraction=0", "train.batch_size=8", "train.steps=5"])
+    reference = [{"id": f"r{i}", "problem_id": f"rp{i}"} for i in range(20)]
+    pool = next_pool([], [{"id": f"s{i}", "problem_id": f"sp{i}", "generation": 1} for i in range(3)], True)
+    mix = build_mix(reference, pool, 5, 8, params.train.reference_fraction, seed=0)
+    assert all(m["reference"] == [] and len(m["synthetic"]) == 8 for m in mix)
+    assert mix_makeup(mix, pool)["reference_share"] == 0.0
+    by_id = {r["id"]: r for r in (*reference, *pool)}
+    assert validate_mix(mix, by_id, Path("mix"), params, set(), True)["success"]
+    # an empty pool still trains on reference data only
+    assert all(len(m["reference"]) == 8 for m in build_mix(reference, [], 2, 8, 0.0, seed=0))
