@@ -45,10 +45,12 @@ test-slow: setup
 lint: setup
 	$(BIN)/ruff check .
 
-# Throughput (seconds), then the full stack against the plain loop on the default run,
-# 3 pairs side by side (about 50 minutes), then the summary again with the overhead in it.
+# Throughput (seconds); cost against problems per generation (1x/4x/16x, ~10 minutes); the
+# full stack against the plain loop on the default run, 3 pairs side by side (~50 minutes;
+# also the iteration's time and peak memory by step); then the summary with all of it.
 bench: setup
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/scaling.py
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/overhead.py --repeats 3
 	$(BIN)/python benchmarks/run.py --summary-only
 

@@ -58,6 +58,23 @@ def accuracies(workdir: str) -> list:
     return [r["base"], r["loop"], r["control"]]
 
 
+def step_costs(workdir: str) -> dict:
+    """An iteration's time and peak memory by step in a finished run: per step, the median
+    seconds over its generations and the largest peak RSS (MiB; the loop process)."""
+    runs = [json.loads(p.read_text()) for p in sorted((ROOT / workdir).glob("gen_*/metrics.json"))]
+    runs = [m for m in runs if m["generation"] > 0]
+    steps = list(runs[0]["seconds"]) if runs else []
+    results = json.loads((ROOT / workdir / "results.json").read_text())
+    return {
+        "generations": len(runs),
+        "iteration_s": round(statistics.median(sum(m["seconds"].values()) for m in runs), 2),
+        "seconds_by_step": {k: round(statistics.median(m["seconds"][k] for m in runs), 3) for k in steps},
+        "peak_rss_mb_by_step": {k: max(m.get("memory", {}).get(k, 0.0) for m in runs) for k in steps},
+        "before_the_loop_s": {k: v for k, v in results["seconds"].items() if k in ("data", "bootstrap")},
+        "before_the_loop_peak_rss_mb": results.get("memory", {}),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=1)
@@ -76,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu[arm].append(round(cpu_s, 1))
             print(f"{arm:5} run {i + 1}/{args.repeats}: {sec:.1f}s wall, {cpu_s:.1f}s CPU", flush=True)
     same = accuracies("runs/bench-plain") == accuracies("runs/bench-full")
+    steps = {arm: step_costs(f"runs/bench-{arm}") for arm in ("plain", "full")}
     full_results = json.loads((ROOT / "runs/bench-full/results.json").read_text())
     plain, full = statistics.median(times["plain"]), statistics.median(times["full"])
     argv_shown = " ".join(["python benchmarks/overhead.py", f"--repeats {args.repeats}",
@@ -93,9 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_ratio": round(statistics.median(cpu["full"]) / statistics.median(cpu["plain"]), 3),
         "identical_accuracy": same,
         "full_run_record_seconds": full_results["seconds"].get("record"),
+        "last_pair_steps": steps,
     }
     dest = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     dest.write_text(json.dumps(out, indent=2) + "\n")
+    if args.name == "overhead":  # the default run's step breakdown, from its last plain run
+        steps_out = {k: out[k] for k in ("command", "date", "machine", "plain_command")}
+        (dest.parent / "steps.json").write_text(json.dumps({**steps_out, **steps["plain"]}, indent=2) + "\n")
     print(json.dumps(out, indent=2))
     for d in ("runs/bench-plain",):
         shutil.rmtree(ROOT / d, ignore_errors=True)

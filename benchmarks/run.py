@@ -164,6 +164,19 @@ def main() -> int:
                      f"{o['median_plain_s']}s over {len(o['full_seconds'])} pair(s); CPU time "
                      f"x{o.get('cpu_ratio', '?')}; identical accuracy: "
                      f"{o['identical_accuracy']} (`{o['command']}`, {o['date']})")
+    steps = out / "steps.json"
+    if steps.exists():  # written by benchmarks/overhead.py from its plain default run
+        st = json.loads(steps.read_text())
+        lines.append(f"- an iteration of the default run ({st['iteration_s']}s median over "
+                     f"{st['generations']} generations), seconds by step: {st['seconds_by_step']}; "
+                     f"peak RSS (MiB) by step: {st['peak_rss_mb_by_step']} (`{st['command']}`, {st['date']})")
+    scaling = out / "scaling.json"
+    if scaling.exists():  # written by benchmarks/scaling.py
+        sc = json.loads(scaling.read_text())
+        lines.append(f"- iteration cost vs problems per generation ({sc['problems_at_1x']} at 1x): "
+                     + ", ".join(f"{k}x: {v['total_s']}s" for k, v in sc["by_scale"].items())
+                     + f"; time ratio vs 1x {sc['time_ratio_vs_1x']}; linear or better: "
+                     f"{sc['linear_or_better']} (`{sc['command']}`, {sc['date']})")
     (out / "SUMMARY.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

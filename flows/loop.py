@@ -16,6 +16,7 @@ from prefect.runtime import flow_run
 from selfloop import loop
 from selfloop.cli import RichReporter, format_row, results_table
 from selfloop.config import load_params, params_from_dict, to_dict
+from selfloop.meter import Meter
 from selfloop.recording import Recorder
 from selfloop.workspace import Workspace
 from tasks import steps
@@ -57,12 +58,12 @@ class _LogReporter(loop.NullReporter):
 def iteration_flow(params: dict, workdir: str, generation: int) -> dict:
     """plan -> generate -> verify (+gate) -> curate (+gate) -> train -> evaluate, one task each."""
     p = params_from_dict(params)
-    stats, seconds = {}, {}
+    stats, meter = {}, Meter()
     for name, step in steps.STEPS:
-        t = time.perf_counter()
-        stats.update(step(p, workdir, generation))
-        seconds[name] = round(time.perf_counter() - t, 3)
-    metrics = loop.finish_iteration(Workspace(Path(workdir)), generation, stats, seconds)
+        with meter(name):
+            stats.update(step(p, workdir, generation))
+    metrics = loop.finish_iteration(Workspace(Path(workdir)), generation, stats, meter.times,
+                                    memory=meter.memory)
     for d in metrics.get("monitor", []):  # automations can react to these
         emit_event(event=f"selfloop.monitor.{d['action']}", payload={**d, "generation": generation},
                    resource={"prefect.resource.id": f"selfloop.run.{Path(workdir).resolve()}"})

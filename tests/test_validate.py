@@ -74,3 +74,16 @@ def test_mix_suite_checks_reference_share_ids_and_heldout():
     failed = {(f["column"], tuple(f["ids"])) for f in e.value.failures}
     assert failed == {("reference_share", ("step-0",)), ("unknown_ids", ("step-1",)),
                       ("heldout_ids", ("step-2",))}
+
+
+def test_suites_of_one_kind_with_other_checks_coexist():
+    """Suites are cached per process; a second suite of the same kind (other params) must
+    not break the first."""
+    other = load_params(None, ["train.batch_size=4", "train.reference_fraction=0.25"])
+    by_id = {"r1": ref(1), "r2": ref(2), "s1": syn(1)}
+    mix = [{"step": 0, "reference": ["r1", "r2"], "synthetic": ["s1", "s1"]}]
+    for params in (P, other, P, other):
+        validate_mix(mix, by_id, Path("mix.jsonl"), params, set(), pool_nonempty=True)
+    with pytest.raises(ValidationFailed):
+        validate_records("candidates", [syn(1), syn(2, generator={})], Path("c"), P, set())
+    validate_records("candidates", [syn(1)], Path("c"), P, set())

@@ -202,6 +202,27 @@ def cmd_checkout(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from selfloop.report import NoRun, attach, write_report
+    from selfloop.tracking import TrackingError
+
+    workdir = Path(args.workdir)
+    try:
+        out = write_report(workdir, Path(args.out) if args.out else None)
+    except NoRun as e:
+        print(f"selfloop: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    try:
+        run_id = attach(workdir, out)
+    except TrackingError as e:
+        print(f"selfloop: {out} was written but not attached to MLflow: {e}", file=sys.stderr)
+        return 4
+    if run_id:
+        print(f"attached it to MLflow run {run_id} (artifact {out.name})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
@@ -246,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     co.add_argument("generation", type=int)
     co.add_argument("--workdir", default="runs/default", help="the run's directory (default: runs/default)")
     co.set_defaults(func=cmd_checkout)
+    rp = sub.add_parser("report", help="one self-contained HTML page on a run: accuracy, acceptance, "
+                        "diversity, training mix, monitor decisions, timings, benchmarks")
+    rp.add_argument("workdir", nargs="?", default="runs/default",
+                    help="the run's directory (default: runs/default)")
+    rp.add_argument("--out", help="the HTML file to write (default: WORKDIR/report.html)")
+    rp.set_defaults(func=cmd_report)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     from selfloop.config import ConfigError

@@ -21,6 +21,7 @@ from selfloop.config import ConfigError, Params, to_dict
 from selfloop.domains import Domain, get_domain
 from selfloop.generation import HFGenerator
 from selfloop.lock import exclusive
+from selfloop.meter import Meter
 from selfloop.records import read_json, read_jsonl, write_json, write_jsonl
 from selfloop.steps import curate as cur
 from selfloop.steps import evaluate as ev
@@ -83,17 +84,6 @@ def _heldout_ids(ws: Workspace) -> set[str]:
 
 def _generator(params: Params, model, tok) -> HFGenerator:
     return HFGenerator(model, tok, params.generate.batch_size, params.generate.max_new_tokens)
-
-
-class _Timer:
-    def __init__(self) -> None:
-        self.times: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        t = time.perf_counter()
-        yield
-        self.times[name] = round(self.times.get(name, 0.0) + time.perf_counter() - t, 3)
 
 
 # ------------------------------------------------------------------ steps over files
@@ -309,20 +299,22 @@ STEPS = (("plan", step_plan), ("generate", step_generate), ("verify", step_verif
          ("measure", step_measure), ("monitor", step_monitor))
 
 
-def finish_iteration(ws: Workspace, g: int, stats: dict, seconds: dict, arm: str = "loop") -> dict:
-    """The generation's metrics.json, written last: its presence marks the generation done."""
-    metrics = {"generation": g, "arm": arm, **stats, "seconds": seconds}
+def finish_iteration(ws: Workspace, g: int, stats: dict, seconds: dict, arm: str = "loop",
+                     memory: dict | None = None) -> dict:
+    """The generation's metrics.json, written last: its presence marks the generation done.
+    ``seconds`` and ``memory`` (peak RSS in MiB) are per step."""
+    metrics = {"generation": g, "arm": arm, **stats, "seconds": seconds, "memory": memory or {}}
     write_json(ws.gen(g, arm) / "metrics.json", metrics)
     return metrics
 
 
 def iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     """One generation of the loop: plan -> generate -> verify -> curate -> train -> evaluate."""
-    timer, stats = _Timer(), {}
+    timer, stats = Meter(), {}
     for name, step in STEPS:
         with timer(name):
             stats.update(step(params, ws, g, rep))
-    return finish_iteration(ws, g, stats, timer.times)
+    return finish_iteration(ws, g, stats, timer.times, memory=timer.memory)
 
 
 def _train(params: Params, model, tok, rows: list[dict], seed: int, rep: Reporter) -> None:
@@ -347,14 +339,14 @@ def step_control_mix(params: Params, ws: Workspace, g: int, rep: Reporter) -> di
 
 def control_iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     """The control arm: the same training steps, reference data only."""
-    timer, stats = _Timer(), {}
+    timer, stats = Meter(), {}
     with timer("validate"):
         step_control_mix(params, ws, g, rep)
     with timer("train"):
         step_train(params, ws, g, rep, arm="control")
     with timer("evaluate"):
         stats.update(step_evaluate(params, ws, g, rep, arm="control"))
-    return finish_iteration(ws, g, stats, timer.times, arm="control")
+    return finish_iteration(ws, g, stats, timer.times, arm="control", memory=timer.memory)
 
 
 # ------------------------------------------------------------------ the whole run
@@ -460,7 +452,7 @@ def next_action(params: Params, history: list[dict], monitor: list[dict] | None 
 
 
 def finish_run(params: Params, ws: Workspace, base_eval: dict, rows: list[dict], ctl, rep: Reporter,
-               seconds: dict, stop_reason: str = "") -> dict:
+               seconds: dict, stop_reason: str = "", memory: dict | None = None) -> dict:
     """Wait for the control arm (stopping it if the loop stopped early) and write results."""
     control = []
     if ctl is not None:
@@ -483,6 +475,7 @@ def finish_run(params: Params, ws: Workspace, base_eval: dict, rows: list[dict],
         "control": [c["eval"] for c in control],
         "stopped": stop_reason,
         "seconds": seconds,
+        "memory": memory or {},  # peak RSS (MiB) of the loop process per part
     }
     write_json(ws.results(), results)
     return results
@@ -497,7 +490,7 @@ def drive(params: Params, ws: Workspace, rep: Reporter, *, prepare_fn=prepare, b
     from selfloop.recording import Recorder
 
     t0 = time.perf_counter()
-    timer = _Timer()
+    timer = Meter()
     with timer("data"):
         prepare_fn(params, ws, rep)
     rec = recorder or Recorder(params, ws)
@@ -527,7 +520,8 @@ def drive(params: Params, ws: Workspace, rep: Reporter, *, prepare_fn=prepare, b
             if action == "stop":
                 break
         results = finish_run(params, ws, base_eval, rows, ctl, rep,
-                             {**timer.times, "total": round(time.perf_counter() - t0, 1)}, reason)
+                             {**timer.times, "total": round(time.perf_counter() - t0, 1)}, reason,
+                             timer.memory)
         rec.close(results, len(results["control"]))
         return results
     except BaseException:

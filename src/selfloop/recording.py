@@ -124,10 +124,12 @@ class Recorder:
         return self._track(g, metrics, self.ws.gen(g) / "mix.jsonl", tags)
 
     def close(self, results: dict, control_generations: int, status: str = "FINISHED") -> None:
-        """Version the control arm, push the run to the DVC remote, end the MLflow run.
+        """Version the control arm, push the run to the DVC remote, write the run's report
+        (report.html, attached to the MLflow run), end the MLflow run.
         (``control_generations`` is what the loop reported; every complete control
         generation is versioned, and incomplete ones left by a stopped control process are
-        removed, so nothing unversioned is left behind.)"""
+        removed, so nothing unversioned is left behind. A report that fails only warns.)"""
+        report = None
         if status == "FINISHED":
             self._record_control()
             if self.params.track.dvc_push and self.dvc.enabled and self.dvc.has_remote():
@@ -136,10 +138,23 @@ class Recorder:
                 except DvcError as e:  # the run itself is complete and recorded
                     log.warning("the run is recorded but not pushed (%s); push it later with "
                                 "`dvc push %s`", str(e).splitlines()[0], self.dvc.pipeline)
+            try:
+                from selfloop.report import write_report
+
+                report = write_report(self.ws.root)
+            except Exception as e:  # the run itself is complete and recorded
+                log.warning("the run finished but its report was not written (%s: %s); write it with "
+                            "`selfloop report %s`", type(e).__name__, e, self.ws.root)
         state = self.ws.root / "mlflow.json"
         if self.tracker and state.exists():  # only the loop run this directory opened
-            self.tracker.finish(status, results if status == "FINISHED" else None,
-                                run_id=read_json(state)["run_id"])
+            run_id = read_json(state)["run_id"]
+            if report is not None:
+                try:
+                    self.tracker.log_report(run_id, report)
+                except Exception as e:
+                    log.warning("report %s not attached to MLflow run %s (%s: %s)", report, run_id,
+                                type(e).__name__, e)
+            self.tracker.finish(status, results if status == "FINISHED" else None, run_id=run_id)
 
     def _record_control(self) -> None:
         stages: dict = {}
@@ -187,7 +202,8 @@ class Recorder:
 
 def write_history(ws: Workspace, levels: list[int], last: int | None = None) -> list[dict]:
     """history.json: one row per finished generation up to ``last`` (default: all of them;
-    held-out greedy accuracy per level, answers accepted, pool size) for ``dvc plots`` (the
+    held-out greedy accuracy per level, answers accepted, pool size, mean n-gram Vendi of the
+    model's samples and of the accepted answers) for ``dvc plots`` (the
     ``history`` stage). Recording names ``last``: it may run while the next generation is
     being written."""
     from selfloop.records import iter_jsonl
@@ -196,10 +212,16 @@ def write_history(ws: Workspace, levels: list[int], last: int | None = None) -> 
     while (ws.gen(g) / "eval.json").exists() and (last is None or g <= last):
         ev = read_json(ws.gen(g) / "eval.json")["levels"]
         row = {"generation": g, **{f"L{lv}": ev[str(lv)]["greedy_acc"] for lv in levels},
-               "accepted": 0, "pool": 0}  # the base model trained on reference data only
+               "accepted": 0, "pool": 0,  # the base model trained on reference data only
+               "vendi_samples": None, "vendi_accepted": None}
         if g > 0:
             row["accepted"] = sum(1 for _ in iter_jsonl(ws.gen(g) / "accepted.jsonl"))
             row["pool"] = sum(1 for _ in iter_jsonl(ws.gen(g) / "pool.jsonl"))
+            if (ws.gen(g) / "diversity.json").exists():
+                div = read_json(ws.gen(g) / "diversity.json")
+                for kind in ("samples", "accepted"):
+                    vs = [d[kind]["vendi_ngram"] for d in div.values() if d.get(kind, {}).get("vendi_ngram")]
+                    row[f"vendi_{kind}"] = round(sum(vs) / len(vs), 6) if vs else None
         rows.append(row)
         g += 1
     write_json(ws.root / "history.json", rows)

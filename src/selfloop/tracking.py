@@ -200,6 +200,11 @@ class Tracker:
             self._call(lambda: self.client.log_dict(run_id, results, "results.json"))
         self._call(lambda: self.client.set_terminated(run_id, status=status))
 
+    def log_report(self, run_id: str, path: Path) -> None:
+        """Attach the loop's HTML report (``selfloop report``) to its parent run ``run_id``
+        as an artifact (replacing an earlier one of the same name)."""
+        self._call(lambda: self.client.log_artifact(run_id, str(path)))
+
     def _parent(self) -> str:
         if self.parent_id is None:
             raise RuntimeError("Tracker.start_loop() was not called")

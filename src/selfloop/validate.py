@@ -188,7 +188,9 @@ def _definition(kind: str, checks: tuple[Check, ...]):
         suite = ctx.suites.add(gx.ExpectationSuite(name=name))
         for c in checks:
             suite.add_expectation(getattr(gxe, c.name)(**c.kwargs))
-        source = ctx.data_sources.add_or_update_pandas(f"selfloop-{kind}")
+        # A data source per definition: replacing a shared one would orphan the assets of the
+        # definitions already cached.
+        source = ctx.data_sources.add_pandas(f"selfloop-{name}")
         batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
         _definitions[key] = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch,
                                                                                    suite=suite))

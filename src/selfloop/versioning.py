@@ -38,7 +38,9 @@ from selfloop.records import file_digest, write_text
 PARAMS = "params.json"
 LOCK_WAIT_S = 1800  # how long a loop waits for another loop's DVC command
 BUSY_RETRIES = 10  # DVC reporting an output path busy
-LOCAL_FILES = ("/.lock", "/mlflow.json")  # a foreign `dvc` command holding DVC's own lock
+# Not versioned: the run lock, the MLflow run id, and the report (derived, rebuilt by
+# `selfloop report`, carries the time it was written).
+LOCAL_FILES = ("/.lock", "/mlflow.json", "/report.html")
 
 
 class DvcError(RuntimeError):
@@ -139,7 +141,8 @@ def history_stage(last: int) -> dict[str, dict]:
     """history.json (one row per generation, for ``dvc plots``) from the evaluations and
     accepted sets of generations 0..``last``: a stage, so a replay or an experiment redraws it."""
     deps = [f"gen_{g:03d}/eval.json" for g in range(last + 1)]
-    deps += [f"gen_{g:03d}/{n}" for g in range(1, last + 1) for n in ("accepted.jsonl", "pool.jsonl")]
+    deps += [f"gen_{g:03d}/{n}" for g in range(1, last + 1)
+             for n in ("accepted.jsonl", "pool.jsonl", "diversity.json")]
     return {"history": _stage("selfloop stage history", deps, ["domain.levels"],
                               [{"history.json": {"cache": False}}])}
 
@@ -246,7 +249,9 @@ class Versioning:
         acc = [f"L{lv}" for lv in self.levels]
         doc["plots"] = [{"held-out greedy accuracy": {"x": "generation", "y": {"history.json": acc}}},
                         {"synthetic answers": {"x": "generation",
-                                               "y": {"history.json": ["accepted", "pool"]}}}]
+                                               "y": {"history.json": ["accepted", "pool"]}}},
+                        {"diversity (n-gram Vendi, mean over levels)": {
+                            "x": "generation", "y": {"history.json": ["vendi_samples", "vendi_accepted"]}}}]
         header = "# Written by selfloop as the run goes (see src/selfloop/versioning.py).\n"
         write_text(self.pipeline, header + yaml.safe_dump(doc, sort_keys=False, width=120))
 
