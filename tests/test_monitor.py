@@ -1,5 +1,7 @@
 """The collapse monitor on scripted metric histories."""
 
+import pytest
+
 from selfloop.monitor import Thresholds, decide, signals
 
 
@@ -71,6 +73,9 @@ def test_decisions_change_the_next_plan_and_accumulate():
     assert apply_decisions(base, None, [], params, acc)["policy"] == {}
     off = load_params(None, ["monitor.act=false"])
     assert apply_decisions(base, None, flags, off, acc)["decisions"] == []
+    # two signals asking for the same action: applied once, both recorded
+    twice = apply_decisions({**base, "top_p": 1.0}, None, flags[:1] * 2, load_params(None, []), acc)
+    assert twice["temperature"] == 1.2 and len(twice["decisions"]) == 2
 
 
 def test_a_recorded_stop_ends_the_loop_only_when_the_monitor_acts():
@@ -81,3 +86,22 @@ def test_a_recorded_stop_ends_the_loop_only_when_the_monitor_acts():
     history = [{"3": {"greedy_acc": 0.1}}, {"3": {"greedy_acc": 0.05}}]
     assert next_action(load_params(None, ["monitor.act=true"]), history, stop)[0] == "stop"
     assert next_action(load_params(None, ["monitor.act=false"]), history, stop) == ("continue", "")
+
+
+def _with_passk(m, greedy, passk):
+    return {**m, "eval": {"3": {"greedy_acc": greedy, "pass_at_k": passk},
+                          "4": {"greedy_acc": greedy / 2, "pass_at_k": passk / 2}}}
+
+
+def test_headroom_narrowing_onto_greedy_raises_temperature_and_reference():
+    """pass@k / greedy against the base model's: 1.9 -> 1.8 is fine, 1.9 -> 1.4 is a model
+    whose samples collapse onto its greedy answer."""
+    base = 1.9
+    healthy = [_with_passk(gen(1), 0.10, 0.19), _with_passk(gen(2), 0.12, 0.216)]
+    assert decide(healthy, 0.05, base_headroom=base) == []
+    narrow = [_with_passk(gen(1), 0.10, 0.19), _with_passk(gen(2), 0.12, 0.168)]
+    d = decide(narrow, 0.05, base_headroom=base)
+    assert [x["action"] for x in d] == ["raise_temperature", "raise_reference_fraction"]
+    assert {x["signal"] for x in d} == {"headroom"} and d[0]["value"] == pytest.approx(1.4)
+    assert d[0]["threshold"] == pytest.approx(0.85 * base)
+    assert decide(narrow, 0.05, Thresholds(headroom_floor=0.7), base_headroom=base) == []

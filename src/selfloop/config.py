@@ -152,6 +152,8 @@ class MonitorConfig:
     entropy_floor: float = _f(0.7, "Flag when accepted answers' template entropy drops below this x gen 1's.")
     kl_ceiling: float = _f(3.0, "Flag when accepted answers' template KL to reference exceeds this x gen 1's")
     kl_min: float = _f(0.05, "A template KL below this (bits) is never flagged as drift.")
+    headroom_floor: float = _f(0.85, "Flag when held-out pass@k / greedy accuracy falls below this x the "
+                               "base model's (the model's own distribution narrowing).")
     accuracy_drop: float = _f(0.03, "Flag a rollback when held-out accuracy drops this far below the best.")
     max_rollbacks: int = _f(2, "Consecutive rollback flags after which the monitor stops the loop.")
     act: bool = _f(True, "Apply the decisions to the next generation's plan (off: only record them).")

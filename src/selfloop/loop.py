@@ -275,7 +275,7 @@ def step_monitor(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     """The collapse monitor's decisions after generation ``g``, from the measurements and
     evaluations of generations 1..g (files, so a replay reproduces them). Decisions are
     recorded and shown; a ``stop`` ends the loop. (Acting on the others is not wired yet.)"""
-    from selfloop.monitor import Thresholds, decide, signals
+    from selfloop.monitor import Thresholds, decide, headroom, signals
 
     history = []
     for k in range(1, g + 1):
@@ -289,7 +289,7 @@ def step_monitor(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     base_acc = sum(e["greedy_acc"] for e in base.values()) / len(base)
     m = to_dict(params)["monitor"]
     th = Thresholds(**{f.name: m[f.name] for f in dataclasses.fields(Thresholds)})
-    decisions = decide(history, base_acc, th)
+    decisions = decide(history, base_acc, th, base_headroom=headroom(base))
     write_json(ws.gen(g) / "monitor.json", {"decisions": decisions, "signals": signals(history[-1])})
     return {"monitor": decisions}
 

@@ -11,6 +11,12 @@ calibrated from the first generation's own numbers (configurable fractions):
   -> cap answers per problem harder (fewer near-copies of one shape per problem);
 - drift from the reference data (template KL) rose above ``kl_ceiling`` x its first value
   -> raise the reference fraction of the training mix;
+- the held-out headroom, pass@k over greedy accuracy summed over levels (how much more the
+  model solves with k temperature samples than with its one greedy answer), fell below
+  ``headroom_floor`` x the base model's (generation 0, trained on reference data only): the
+  model's own distribution is narrowing onto its greedy answer, whatever the selection
+  policy samples -> raise the temperature and the reference fraction. Measured on the fixed
+  held-out set with fixed k, so it compares across generations and arms;
 - mean held-out greedy accuracy fell more than ``accuracy_drop`` below the best so far
   -> roll back to the champion checkpoint; twice in a row -> stop the loop."""
 
@@ -25,12 +31,20 @@ class Thresholds:
     entropy_floor: float = 0.7
     kl_ceiling: float = 3.0
     kl_min: float = 0.05  # a KL this small is never drift, whatever the first generation's was
+    headroom_floor: float = 0.85
     accuracy_drop: float = 0.03
     max_rollbacks: int = 2
 
 
 def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
+
+
+def headroom(eval_levels: dict) -> float:
+    """Held-out pass@k / greedy accuracy, each summed over levels (0 when nothing is solved
+    greedily)."""
+    greedy = sum(e["greedy_acc"] for e in eval_levels.values())
+    return sum(e.get("pass_at_k", 0.0) for e in eval_levels.values()) / greedy if greedy else 0.0
 
 
 def signals(metrics: dict) -> dict[str, float]:
@@ -43,13 +57,16 @@ def signals(metrics: dict) -> dict[str, float]:
         "entropy_accepted": _mean([a["template_entropy"] for a in acc]),
         "kl_accepted": _mean([a["template_kl_vs_reference"] for a in acc]),
         "accuracy": _mean([e["greedy_acc"] for e in metrics.get("eval", {}).values()]),
+        "headroom": headroom(metrics.get("eval", {})),
     }
 
 
-def decide(history: list[dict], base_accuracy: float, th: Thresholds = Thresholds()) -> list[dict]:
+def decide(history: list[dict], base_accuracy: float, th: Thresholds = Thresholds(),
+           base_headroom: float = 0.0) -> list[dict]:
     """Decisions after the last generation of ``history`` (each a generation's metrics.json,
-    oldest first, with its ``monitor`` decisions where it had them). Each decision:
-    {"action", "reason", "signal", "value", "threshold"}."""
+    oldest first, with its ``monitor`` decisions where it had them), given the base model's
+    mean accuracy and headroom. Each decision: {"action", "reason", "signal", "value",
+    "threshold"}."""
     if not history:
         return []
     first, now = signals(history[0]), signals(history[-1])
@@ -69,6 +86,11 @@ def decide(history: list[dict], base_accuracy: float, th: Thresholds = Threshold
     if now["kl_accepted"] > kl_limit:
         flag("raise_reference_fraction", "kl_accepted", kl_limit,
              "accepted answers drift from the reference data")
+    if base_headroom and now["headroom"] < th.headroom_floor * base_headroom:
+        why = (f"held-out pass@k / greedy fell below {th.headroom_floor:.0%} of the base model's "
+               f"({base_headroom:.2f}): the model's distribution is narrowing")
+        flag("raise_temperature", "headroom", th.headroom_floor * base_headroom, why)
+        flag("raise_reference_fraction", "headroom", th.headroom_floor * base_headroom, why)
     best = max([base_accuracy, *[signals(h)["accuracy"] for h in history[:-1]]])
     if now["accuracy"] < best - th.accuracy_drop:
         rollbacks = 0

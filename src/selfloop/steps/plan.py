@@ -95,9 +95,13 @@ def apply_decisions(plan: dict, previous: dict | None, decisions: list[dict], pa
     counterfactual replay of those does not re-run generation."""
     m = params.monitor
     policy = {k: v for k, v in ((previous or {}).get("policy") or {}).items() if k != "source_generation"}
-    applied = []
+    applied, done = [], set()
     for d in decisions if m.act else []:
         a = d["action"]
+        if a in done:  # two signals asking for one action: it is applied once
+            applied.append(d)
+            continue
+        done.add(a)
         if a == "raise_temperature":
             top_p = policy.get("top_p", plan["top_p"])
             if top_p < 1.0:
