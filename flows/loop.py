@@ -5,6 +5,7 @@ deployments in prefect.yaml so runs can be scheduled or triggered from the UI wi
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -113,6 +114,18 @@ def loop_flow(
     return results
 
 
+def _warm_gates(overrides: list[str]) -> None:
+    """Create the process's great-expectations context ahead of the first gate (when the
+    gates are on). Best effort: a failure here shows again, with context, at the first gate."""
+    import contextlib
+
+    with contextlib.suppress(Exception):  # the first gate reports any failure properly
+        if load_params(PARAMS_FILE, overrides).run.gates:
+            from selfloop.validate import warm_up
+
+            warm_up()
+
+
 def wait_for_api(server_log: str, seconds: float = 120.0) -> None:
     """Wait until the Prefect API answers (the server was started beside this process by
     ``infra/with-prefect-server.sh --early``); a clear error if it never does."""
@@ -154,7 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="continue a stopped run instead of replacing it")
     args = ap.parse_args(argv)
     if os.environ.get("SELFLOOP_WAIT_FOR_API"):
+        # While the server starts (on the other core), pay great-expectations' import and
+        # context (~5-10 s, otherwise spent inside the first task) instead of waiting idle.
+        warm = threading.Thread(target=_warm_gates, args=(args.set,), daemon=True)
+        warm.start()
         wait_for_api(os.environ["SELFLOOP_WAIT_FOR_API"])
+        warm.join()
     rep = RichReporter(load_params(PARAMS_FILE).domain.levels)
     if rep.console.is_terminal:
         steps.use_reporter(rep)

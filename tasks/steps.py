@@ -36,7 +36,7 @@ def io_error_only(task, task_run, state) -> bool:
     return False
 
 
-def _step(name: str, timeout: int):
+def _step(name: str, timeout: int | None):
     # No task-run tags, on purpose. Prefect 3.8 asks the server for tag concurrency slots
     # before every tagged task run (even with no limits defined); on a SQLite-backed server
     # that UPDATE often meets "database is locked", the server answers 503 and the client
@@ -93,17 +93,17 @@ def evaluate(params: Params, workdir: str, g: int) -> dict:
     return _call(loop.step_evaluate, params, workdir, g)
 
 
-@_step("record-open", 600)
+@_step("record-open", None)
 def record_open(params: Params, workdir: str, tags: dict[str, str]) -> None:
     Recorder(params, Workspace(Path(workdir))).open(tags)
 
 
-@_step("record-base", 1800)
+@_step("record-base", None)
 def record_base(params: Params, workdir: str, base_eval: dict, tags: dict[str, str]) -> dict:
     return Recorder(params, Workspace(Path(workdir))).base(base_eval, tags)
 
 
-@_step("record-generation", 1800)
+@_step("record-generation", None)
 def record_generation(params: Params, workdir: str, g: int, metrics: dict, tags: dict[str, str]) -> dict:
     return Recorder(params, Workspace(Path(workdir))).generation(g, metrics, tags)
 
@@ -111,6 +111,11 @@ def record_generation(params: Params, workdir: str, g: int, metrics: dict, tags:
 @_step("record-close", 3600)
 def record_close(params: Params, workdir: str, results: dict, control_generations: int, status: str) -> None:
     Recorder(params, Workspace(Path(workdir))).close(results, control_generations, status)
+
+
+# record-open/base/generation run in a worker thread (submitted, see TaskRecorder), where
+# Prefect cannot enforce a timeout (it only warns that it cannot): none is set. DVC's own
+# lock wait (versioning.LOCK_WAIT_S) and MLflow's retries bound them instead.
 
 
 class TaskRecorder:

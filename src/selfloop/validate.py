@@ -55,6 +55,12 @@ def _context():
     return ctx
 
 
+def warm_up() -> None:
+    """Import great-expectations and create this process's context now rather than at the
+    first gate (``python -m flows.loop`` does it while the Prefect server starts)."""
+    _context()
+
+
 # --------------------------------------------------------------------------- frames
 
 
