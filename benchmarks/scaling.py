@@ -43,7 +43,7 @@ def iteration_costs(workdir: Path, scales: tuple[int, ...], repeats: int) -> dic
             "totals_s": [round(sum(m["seconds"].values()), 2) for m in runs],
             "seconds_by_step": {k: round(statistics.median(m["seconds"][k] for m in runs), 3) for k in steps},
             "peak_rss_mb_by_step": {k: max(m.get("memory", {}).get(k, 0.0) for m in runs) for k in steps},
-            "candidates": runs[0]["generate"]["samples"],
+            "samples": runs[0]["generate"]["samples"],
         }
     return out
 
