@@ -66,7 +66,13 @@ def test_arms_share_one_base_and_report(tmp_path, monkeypatch):
         assert [r["generation"] for r in rows] == [0, 1, 2] and arm["complete"]
         assert rows[0]["mean_accuracy"] == results["base"]["mean_accuracy"]
         assert {"accuracy", "pass_at_k", "acceptance", "pool", "diversity", "monitor",
-                "vendi_samples", "vendi_accepted"} <= set(rows[1])
+                "vendi_samples", "vendi_accepted", "vendi_probe"} <= set(rows[1])
+        # the held-out probe: every pass@k sample measured; the untrained TINY model writes
+        # nothing well-formed, so there is no well-formed Vendi (None, not 0), base model included
+        probe = rows[1]["diversity"]["3"]["probe"]
+        assert probe["n"] > 0 and probe["well_formed_share"] == 0.0
+        assert rows[0]["vendi_probe"] is None and rows[1]["vendi_probe"] is None
+        assert (work / "base" / "gen_000" / "eval_samples.jsonl").exists()
     assert results["arms"]["no_verifier"]["generations"][1]["exact_pass_rate"] is not None
     assert {"onset", "first_flag", "flag_within_2_of_onset"} <= set(results["checks"]["collapse"])
     table = (out / "table.md").read_text()
@@ -119,6 +125,7 @@ def _rows(acc, vendi=None, flags=None):
         r = {"generation": g, "mean_accuracy": a}
         if g and vendi:
             r.update(vendi_samples=vendi[g - 1], vendi_accepted=vendi[g - 1] / 2,
+                     vendi_probe=vendi[g - 1] / 4,
                      monitor=[{"action": "raise_temperature", "signal": "vendi_samples"}]
                      if g in (flags or ()) else [])
         rows.append(r)
@@ -140,6 +147,11 @@ def test_done_when_numbers(tmp_path):
     assert c["collapse"]["flag_within_2_of_onset"] is True
     assert c["default"]["ever_flagged"] is False
     assert c["default"]["vendi_samples"] == {"fell_below_gen1": False, "min_ratio_to_gen1": 1.05}
+    assert c["default"]["vendi_probe"] == {"fell_below_gen1": False, "min_ratio_to_gen1": 1.05}
+    assert c["collapse"]["onset"] == 3
+    fell = checks({"default": {"generations": collapse}})["default"]
+    assert fell["vendi_probe"]["fell_below_gen1"] is True
+    assert fell["vendi_probe"]["min_ratio_to_gen1"] == pytest.approx(0.6)
     assert c["collapse_monitor"]["ratio"] == pytest.approx(0.15 / 0.16)
     assert c["collapse_monitor"]["within_10pct"] is True
 

@@ -3,7 +3,7 @@ from collections import Counter
 import pytest
 
 from selfloop.config import CurateConfig
-from selfloop.steps.curate import build_mix, curate, mix_makeup, next_pool
+from selfloop.steps.curate import build_mix, curate, mix_makeup, next_pool, template_weights
 
 
 def rec(i, problem="p1", ok=True, count=1, gen=1):
@@ -75,3 +75,31 @@ def test_training_guard_refuses_heldout_problems():
     assert_no_heldout([rec(1), rec(2, problem="p2")], {"p9"})
     with pytest.raises(HeldoutLeak, match=r"1 training record\(s\) share a held-out problem, e.g. \['id2'\]"):
         assert_no_heldout([rec(1), rec(2, problem="held")], {"held"})
+
+
+def test_template_weights_flatten_shapes_within_a_level_and_keep_level_shares():
+    # level 4: nine answers of one shape, one of another; level 3: two of one shape
+    pool = ([{"id": f"a{i}", "level": 4, "response": f"{i}+1+2+3"} for i in range(9)]
+            + [{"id": "b", "level": 4, "response": "(1+2)*3-4"}]
+            + [{"id": f"c{i}", "level": 3, "response": f"{i}*2+3"} for i in range(2)])
+    w = template_weights(pool, 1.0)
+    # balance 1: each shape of a level gets the same total weight, and level 4 keeps 10 of 12
+    assert sum(w[:9]) == pytest.approx(w[9])
+    assert sum(w[:10]) == pytest.approx(10) and sum(w[10:]) == pytest.approx(2)
+    half = template_weights(pool, 0.5)
+    assert w[9] > half[9] > 1.0  # 0.5: between uniform (1 each) and fully balanced
+    assert template_weights(pool, 0.0) == pytest.approx([1.0] * 12)
+
+
+def test_balanced_mix_draws_rare_shapes_more_often_and_is_seeded():
+    reference = [{"id": f"r{i}"} for i in range(8)]
+    pool = ([{"id": f"a{i}", "level": 4, "response": f"{i}+1+2+3", "generation": 1} for i in range(9)]
+            + [{"id": "b", "level": 4, "response": "(1+2)*3-4", "generation": 1}])
+    kw = {"steps": 200, "batch_size": 10, "reference_fraction": 0.2, "seed": 3}
+    plain = Counter(i for m in build_mix(reference, pool, **kw) for i in m["synthetic"])
+    mix = build_mix(reference, pool, **kw, template_balance=1.0)
+    balanced = Counter(i for m in mix for i in m["synthetic"])
+    assert all(len(m["reference"]) == 2 and len(m["synthetic"]) == 8 for m in mix)
+    assert plain["b"] == 160  # uniform cycling: 1,600 draws over 10 examples
+    assert 650 < balanced["b"] < 950  # balanced: half of the draws (800 expected)
+    assert mix == build_mix(reference, pool, **kw, template_balance=1.0)

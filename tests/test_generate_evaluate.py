@@ -34,3 +34,10 @@ def test_evaluate_greedy_pass_at_k_and_distinct_answers():
     # greedy (sample 0): P1 right, P2 wrong ("1-2"); sampled: both solved; P1 has 2 distinct
     # correct answers, P2 has 2 ("1+2+3", "1*2*3").
     assert lv == {"n": 2, "k": 4, "greedy_acc": 0.5, "pass_at_k": 1.0, "distinct_per_solved": 2.0}
+    # the pass@k samples come back as the probe: k per problem, each with its verdict
+    probe = result["samples"]
+    assert [(p["problem_id"], p["response"], p["reason"], p["well_formed"]) for p in probe] == [
+        ("a", "(2+3)*4", "correct", True), ("a", "4*(3+2)", "correct", True),
+        ("a", "(2+3)*4", "correct", True), ("a", "oops", "bad_char", False),
+        ("b", "1-2", "wrong_numbers", False), ("b", "1*2*3", "correct", True),
+        ("b", "9", "wrong_numbers", False), ("b", "1+2+3", "correct", True)]

@@ -54,3 +54,23 @@ def test_mean_logprob_matches_a_direct_computation():
                 want += float(logp[t, label])
     got = mean_logprob(model, tok, prompts, responses)
     assert got == pytest.approx(want / 2, rel=1e-5) and got < 0 and math.isfinite(got)
+
+
+def probe_rec(level, response, well_formed=True):
+    return {"level": level, "response": response, "well_formed": well_formed,
+            "reason": "wrong_value" if well_formed else "syntax"}
+
+
+def test_probe_measures_all_samples_and_a_fixed_size_sample_of_the_well_formed():
+    probe = ([probe_rec(4, f"{i}+1+2+3") for i in range(1, 10)] * 40  # 360 well-formed, 9 distinct
+             + [probe_rec(4, f"({i}(+", False) for i in range(40)]  # 40 malformed, all distinct
+             + [probe_rec(3, "1+2+3")] * 5)
+    out = measure([], [], [rec(4, "1+2+3+4")], None, 100, 0, probe=probe, probe_n=100)
+    p4, w4 = out["4"]["probe"], out["4"]["probe_well_formed"]
+    assert p4["n"] == 400 and p4["well_formed_share"] == pytest.approx(0.9) and p4["distinct"] == 49
+    assert w4["n"] == 100 and w4["distinct"] <= 9  # the fixed-size sample, malformed left out
+    assert w4["vendi_ngram"] < p4["vendi_ngram"]  # malformed noise inflates the all-samples Vendi
+    assert out["3"]["probe_well_formed"]["vendi_ngram"] == pytest.approx(1.0)  # 5 identical answers
+    again = measure([], [], [rec(4, "1+2+3+4")], None, 100, 0, probe=probe, probe_n=100)
+    assert again == out  # the sample is seeded
+    assert "probe" not in measure([rec(3, "1+2+3")], [], [], None, 100, 0)["3"]  # no probe given

@@ -105,3 +105,32 @@ def test_headroom_narrowing_onto_greedy_raises_temperature_and_reference():
     assert {x["signal"] for x in d} == {"headroom"} and d[0]["value"] == pytest.approx(1.4)
     assert d[0]["threshold"] == pytest.approx(0.85 * base)
     assert decide(narrow, 0.05, Thresholds(headroom_floor=0.7), base_headroom=base) == []
+
+
+def test_the_audit_stops_a_loop_whose_verifier_lets_errors_through():
+    def audited(g, share, n=10):
+        h = gen(g)
+        h["diversity"] = {lv: {**d, "accepted": {**d["accepted"], "n": n, "audit_pass_share": share}}
+                          for lv, d in h["diversity"].items()}
+        return h
+
+    assert signals(gen(1))["audit_accepted"] == 1.0  # nothing audited: nothing to flag
+    assert actions([audited(1, 1.0), audited(2, 1.0)]) == []
+    decisions = decide([audited(1, 0.12)], 0.05)
+    assert [(d["action"], d["signal"]) for d in decisions] == [("stop", "audit_accepted")]
+    assert "12.0%" in decisions[0]["reason"]
+    # pooled over answers, not levels: 90 answers at 1.0 and 10 at 0.5 -> 0.95, not 0.75
+    h = audited(1, 1.0, n=90)
+    h["diversity"]["4"]["accepted"].update(n=10, audit_pass_share=0.5)
+    assert signals(h)["audit_accepted"] == pytest.approx(0.95)
+    assert actions([h], 0.05) == []
+    assert [d["action"] for d in decide([audited(1, 0.9)], 0.05, Thresholds(audit_floor=0.8))] == []
+
+
+def test_probe_diversity_is_recorded_but_decides_nothing():
+    h1, h2 = gen(1), gen(2)
+    for h, v in ((h1, 20.0), (h2, 2.0)):
+        for d in h["diversity"].values():
+            d["probe_well_formed"] = {"n": 256, "vendi_ngram": v}
+    assert signals(h2)["vendi_probe"] == 2.0 and signals(gen(1))["vendi_probe"] == 0.0
+    assert actions([h1, h2]) == []

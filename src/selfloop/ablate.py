@@ -45,8 +45,10 @@ ARMS: dict[str, tuple[str, ...]] = {
     "collapse_monitor": ("train.reference_fraction=0", "curate.selection=greedy", "monitor.act=true"),
     # the pool holds only the last generation's accepted answers
     "replace": ("curate.accumulate=false",),
-    # every answer passes unread
-    "no_verifier": ("verify.verifier=none",),
+    # every answer passes unread; the monitor only records (its audit would stop it at once)
+    "no_verifier": ("verify.verifier=none", "monitor.act=false"),
+    # synthetic examples drawn with answer-template balancing (train.template_balance)
+    "balance": ("train.template_balance=0.5",),
 }
 
 # What the shared generation 0 depends on: its data, its model, its evaluation.

@@ -10,8 +10,12 @@ The done-when numbers are computed here, not asserted:
 - the first generation the monitor flagged (any decision), and whether flag - onset <= 2;
 - whether the default arm was ever flagged;
 - collapse_monitor's final mean accuracy relative to the default arm's (within 10%);
-- whether the default arm's n-gram Vendi (samples, accepted answers) ever fell below its
-  generation-1 value."""
+- whether the default arm's n-gram Vendi (samples, accepted answers, well-formed held-out probe
+  samples) ever fell below its generation-1 value.
+
+The probe (``steps.measure``): the held-out pass@k samples, the same problems at every
+generation and in every arm, so it is also shown for the base model (generation 0) and the
+control arm, computed here from their eval_samples.jsonl the way the measure step does."""
 
 from __future__ import annotations
 
@@ -43,6 +47,25 @@ def _vendi(diversity: dict, kind: str) -> float | None:
     return _mean([d[kind]["vendi_ngram"] for d in diversity.values() if d.get(kind, {}).get("n")])
 
 
+def probe_vendi(ws: Workspace, g: int, arm: str = "loop") -> float | None:
+    """Mean over levels of the well-formed probe samples' n-gram Vendi of a generation without a
+    measure step (the base model, the control arm), as the measure step computes it (same
+    sample size and seed); None when its evaluation kept no samples."""
+    from selfloop.config import params_from_dict
+    from selfloop.records import read_jsonl
+    from selfloop.steps.measure import measure_probe
+    from selfloop.steps.plan import generation_seed
+
+    path = ws.gen(g, arm) / "eval_samples.jsonl"
+    if not path.exists():
+        return None
+    params = params_from_dict(read_json(ws.root / "params.json"))
+    probe = read_jsonl(path)
+    div = {str(lv): measure_probe(probe, lv, [], None, 0, params.measure.probe_n,
+                                  generation_seed(params, g)) for lv in sorted({p["level"] for p in probe})}
+    return _vendi(div, "probe_well_formed")
+
+
 def generation_row(ws: Workspace, g: int) -> dict:
     """One finished generation of a loop arm, from its files."""
     d = ws.gen(g)
@@ -55,6 +78,7 @@ def generation_row(ws: Workspace, g: int) -> dict:
         "pool": metrics.get("curate", {}).get("pool"),
         "vendi_samples": _vendi(diversity, "samples"),
         "vendi_accepted": _vendi(diversity, "accepted"),
+        "vendi_probe": _vendi(diversity, "probe_well_formed"),
         "diversity": diversity,
         "monitor": read_json(d / "monitor.json")["decisions"],
     })
@@ -66,13 +90,14 @@ def generation_row(ws: Workspace, g: int) -> dict:
 def arm_series(root: Path, arm: str = "loop") -> list[dict]:
     """Generation 0 (the shared base) and every finished generation after it, in order."""
     ws = Workspace(root)
-    rows = [_eval_row(0, read_json(ws.gen(0) / "eval.json")["levels"])]
+    rows = [{**_eval_row(0, read_json(ws.gen(0) / "eval.json")["levels"]), "vendi_probe": probe_vendi(ws, 0)}]
     g = 1
     while (ws.gen(g, arm) / "metrics.json").exists():
         if arm == "loop":
             rows.append(generation_row(ws, g))
         else:
-            rows.append(_eval_row(g, read_json(ws.gen(g, arm) / "eval.json")["levels"]))
+            rows.append({**_eval_row(g, read_json(ws.gen(g, arm) / "eval.json")["levels"]),
+                         "vendi_probe": probe_vendi(ws, g, arm)})
         g += 1
     return rows
 
@@ -150,7 +175,8 @@ def checks(arms: dict) -> dict:
         flag = first_flag(default)
         out["default"] = {"ever_flagged": flag is not None, "first_flag": flag,
                           "vendi_samples": _fell_below_first(default, "vendi_samples"),
-                          "vendi_accepted": _fell_below_first(default, "vendi_accepted")}
+                          "vendi_accepted": _fell_below_first(default, "vendi_accepted"),
+                          "vendi_probe": _fell_below_first(default, "vendi_probe")}
     if "collapse_monitor" in rows and default and len(default) > 1:
         cm, df = rows["collapse_monitor"][-1]["mean_accuracy"], default[-1]["mean_accuracy"]
         ratio = cm / df if df else None
@@ -174,8 +200,9 @@ def table(results: dict) -> str:
     arms = results["arms"]
     default = arms.get("default", {}).get("generations")
     lines = ["| arm | generations | final mean accuracy | best (generation) | vs default (final) | "
-             "first monitor flag | samples Vendi gen 1 → last | accepted Vendi gen 1 → last |",
-             "|---|---|---|---|---|---|---|---|"]
+             "first monitor flag | samples Vendi gen 1 → last | accepted Vendi gen 1 → last | "
+             "probe Vendi gen 0 → 1 → last |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, arm in arms.items():
         rows = arm["generations"]
         last = rows[-1]
@@ -197,10 +224,13 @@ def table(results: dict) -> str:
                 else "" if arm["complete"] else " (incomplete)")
         lines.append(f"| {name}{stop} | {len(rows) - 1} | {_pct(last['mean_accuracy'])} | "
                      f"{_pct(best['mean_accuracy'])} ({best['generation']}) | {vs} | {flag_s} | "
-                     f"{span('vendi_samples')} | {span('vendi_accepted')} |")
+                     f"{span('vendi_samples')} | {span('vendi_accepted')} | "
+                     f"{_num(rows[0].get('vendi_probe'))} → {span('vendi_probe')} |")
     c = results["checks"]
     notes = ["", "Mean held-out greedy accuracy over levels; generation 0 is the shared base model "
-             f"({_pct(results['base']['mean_accuracy'])}). Vendi: n-gram Vendi score, mean over levels.", "",
+             f"({_pct(results['base']['mean_accuracy'])}). Vendi: n-gram Vendi score, mean over levels. "
+             "Probe: the well-formed held-out pass@k samples (same problems every generation and arm, "
+             "a fixed-size sample per level).", "",
              "Checks (computed, not asserted):", ""]
     if "collapse" in c:
         x = c["collapse"]
@@ -209,9 +239,13 @@ def table(results: dict) -> str:
                      f"flag within 2 generations of onset: {x['flag_within_2_of_onset']}")
     if "default" in c:
         x = c["default"]
-        notes.append(f"- default arm ever flagged: {x['ever_flagged']}; its samples Vendi fell below "
-                     f"generation 1's: {x['vendi_samples']['fell_below_gen1']}, accepted Vendi: "
-                     f"{x['vendi_accepted']['fell_below_gen1']}")
+        notes.append(f"- default arm ever flagged: {x['ever_flagged']}; fell below generation 1's "
+                     f"(lowest / generation 1's): samples Vendi {x['vendi_samples']['fell_below_gen1']} "
+                     f"({_num(x['vendi_samples']['min_ratio_to_gen1'])}), accepted Vendi "
+                     f"{x['vendi_accepted']['fell_below_gen1']} "
+                     f"({_num(x['vendi_accepted']['min_ratio_to_gen1'])}), "
+                     f"probe Vendi {x['vendi_probe']['fell_below_gen1']} "
+                     f"({_num(x['vendi_probe']['min_ratio_to_gen1'])})")
     if "collapse_monitor" in c:
         x = c["collapse_monitor"]
         notes.append(f"- collapse_monitor final accuracy / default's: {_num(x['ratio'])} "
@@ -247,14 +281,16 @@ def plots(results: dict, out: Path) -> list[Path]:
     fig.savefig(acc, dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
-    for ax, key, title in ((axes[0], "vendi_samples", "model's samples"),
-                           (axes[1], "vendi_accepted", "accepted answers")):
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), sharex=True)
+    for ax, key, title in ((axes[0], "vendi_samples", "model's samples (plan's problems)"),
+                           (axes[1], "vendi_accepted", "accepted answers"),
+                           (axes[2], "vendi_probe", "well-formed held-out probe samples")):
         for name, arm in arms.items():
-            rows = [r for r in arm["generations"][1:] if r.get(key) is not None]
-            if name != CONTROL and rows:
+            start = 0 if key == "vendi_probe" else 1  # the probe exists for the base model too
+            rows = [r for r in arm["generations"][start:] if r.get(key) is not None]
+            if (name != CONTROL or key == "vendi_probe") and rows:
                 ax.plot([r["generation"] for r in rows], [r[key] for r in rows], marker="o", label=name,
-                        color=color[name])
+                        color=color[name], linestyle="--" if name == CONTROL else "-")
         ax.set(xlabel="generation", ylabel="n-gram Vendi (mean over levels)", title=title)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)

@@ -82,6 +82,9 @@ class TrainConfig:
         0.2, "Share of every training batch drawn from the reference data (fixed, not proportional)."
     )
     weight_decay: float = _f(0.0, "AdamW weight decay.")
+    template_balance: float = _f(
+        0.0, "Draw synthetic examples with weight (count of their answer template in their level)^-this "
+        "(digits masked; 0: uniform, 1: every template equally often); level shares are kept.")
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,8 @@ class MeasureConfig:
     )
     embed_sample: int = _f(300, "Answers per level and set embedded (seeded sample; n-gram metrics use all).")
     confidence_sample: int = _f(512, "Samples per level scored for mean log-probability under their model.")
+    probe_n: int = _f(256, "Well-formed held-out samples per level the probe diversity is measured on (a "
+                      "seeded sample of this fixed size, so generations compare at equal n).")
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,9 @@ class MonitorConfig:
     kl_min: float = _f(0.05, "A template KL below this (bits) is never flagged as drift.")
     headroom_floor: float = _f(0.85, "Flag when held-out pass@k / greedy accuracy falls below this x the "
                                "base model's (the model's own distribution narrowing).")
+    audit_floor: float = _f(0.95, "Stop when fewer than this share of the accepted answers pass the "
+                            "domain's exact checker (an audit of the configured verifier; 1.0 when it "
+                            "is that checker).")
     accuracy_drop: float = _f(0.03, "Flag a rollback when held-out accuracy drops this far below the best.")
     max_rollbacks: int = _f(2, "Consecutive rollback flags after which the monitor stops the loop.")
     act: bool = _f(True, "Apply the decisions to the next generation's plan (off: only record them).")
@@ -322,6 +330,8 @@ def validate(p: Params) -> None:
         (p.run.iterations >= 0, "run.iterations must be >= 0"),
         (p.run.threads >= 1, "run.threads must be >= 1"),
         (p.run.patience >= 0, "run.patience must be >= 0"),
+        (p.train.template_balance >= 0, "train.template_balance must be >= 0"),
+        (p.measure.probe_n >= 2, "measure.probe_n must be >= 2"),
         (p.model.n_embd % p.model.n_head == 0, "model.n_embd must be divisible by model.n_head"),
     ]
     for ok, msg in checks:

@@ -144,6 +144,8 @@ def evaluate(params: Params, ws: Workspace, g: int, arm: str, rep: Reporter) -> 
         result = ev.evaluate(domain_for(params, tok), _generator(params, model, tok), heldout,
                              e.pass_k, e.temperature, params.run.seed + 17 * g,
                              params.verify.max_chars, progress=rep.advance)
+    # the pass@k samples first: eval.json, written last, marks the step done
+    write_jsonl(ws.gen(g, arm) / "eval_samples.jsonl", result.pop("samples"))
     write_json(ws.gen(g, arm) / "eval.json", result)
     return result
 
@@ -219,7 +221,8 @@ def step_curate(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     reference = read_jsonl(ws.reference)
     t = params.train
     mix = cur.build_mix(reference, pool, t.steps, t.batch_size,
-                        policy.get("reference_fraction", t.reference_fraction), pl.generation_seed(params, g))
+                        policy.get("reference_fraction", t.reference_fraction), pl.generation_seed(params, g),
+                        t.template_balance)
     write_jsonl(d / "accepted.jsonl", accepted)
     write_jsonl(d / "curation.jsonl", decisions)
     write_jsonl(d / "pool.jsonl", pool)
@@ -263,10 +266,16 @@ def step_measure(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     def confidence(records: list[dict]) -> float:
         return mean_logprob(model, tok, [r["prompt"] for r in records], [r["response"] for r in records])
 
+    domain = domain_for(params, tok)
+
+    def audit(record: dict) -> bool:  # the domain's exact checker, whatever verified the record
+        return domain.verify(record["response"], record["problem"], params.verify.max_chars).correct
+
     with rep.step(f"gen {g}: measure"):
         result = measure(read_jsonl(d / "verified.jsonl"), read_jsonl(d / "accepted.jsonl"),
                          read_jsonl(ws.reference), embed if m.embeddings else None, m.embed_sample,
-                         pl.generation_seed(params, g), confidence, m.confidence_sample)
+                         pl.generation_seed(params, g), confidence, m.confidence_sample,
+                         read_jsonl(d / "eval_samples.jsonl"), m.probe_n, audit)
     write_json(d / "diversity.json", result)
     return {"diversity": result}
 

@@ -17,8 +17,15 @@ calibrated from the first generation's own numbers (configurable fractions):
   model's own distribution is narrowing onto its greedy answer, whatever the selection
   policy samples -> raise the temperature and the reference fraction. Measured on the fixed
   held-out set with fixed k, so it compares across generations and arms;
+- the audit: the share of the accepted answers that the domain's exact checker confirms fell
+  below ``audit_floor`` -> stop the loop: the configured verifier lets wrong answers into
+  training, and nothing the sampler or the mix can change fixes that (1.0 by construction when
+  the verifier is the exact checker; it matters for any other verifier, e.g. none);
 - mean held-out greedy accuracy fell more than ``accuracy_drop`` below the best so far
-  -> roll back to the champion checkpoint; twice in a row -> stop the loop."""
+  -> roll back to the champion checkpoint; twice in a row -> stop the loop.
+
+The diversity of the held-out probe samples (``vendi_probe``) is recorded with the signals but
+decides nothing yet."""
 
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ class Thresholds:
     kl_ceiling: float = 3.0
     kl_min: float = 0.05  # a KL this small is never drift, whatever the first generation's was
     headroom_floor: float = 0.85
+    audit_floor: float = 0.95
     accuracy_drop: float = 0.03
     max_rollbacks: int = 2
 
@@ -52,12 +60,19 @@ def signals(metrics: dict) -> dict[str, float]:
     div = metrics.get("diversity", {})
     sam = [d["samples"] for d in div.values() if d.get("samples", {}).get("n")]
     acc = [d["accepted"] for d in div.values() if d.get("accepted", {}).get("n")]
+    probe = [d["probe_well_formed"] for d in div.values() if d.get("probe_well_formed", {}).get("n")]
+    audited = [a for a in acc if "audit_pass_share" in a]
+    n_audited = sum(a["n"] for a in audited)
     return {
         "vendi_samples": _mean([s["vendi_ngram"] for s in sam]),
+        "vendi_probe": _mean([p["vendi_ngram"] for p in probe]),
         "entropy_accepted": _mean([a["template_entropy"] for a in acc]),
         "kl_accepted": _mean([a["template_kl_vs_reference"] for a in acc]),
         "accuracy": _mean([e["greedy_acc"] for e in metrics.get("eval", {}).values()]),
         "headroom": headroom(metrics.get("eval", {})),
+        # pooled over levels (answers, not levels, are what training sees); 1.0 when not audited
+        "audit_accepted": (sum(a["audit_pass_share"] * a["n"] for a in audited) / n_audited
+                           if n_audited else 1.0),
     }
 
 
@@ -91,6 +106,10 @@ def decide(history: list[dict], base_accuracy: float, th: Thresholds = Threshold
                f"({base_headroom:.2f}): the model's distribution is narrowing")
         flag("raise_temperature", "headroom", th.headroom_floor * base_headroom, why)
         flag("raise_reference_fraction", "headroom", th.headroom_floor * base_headroom, why)
+    if now["audit_accepted"] < th.audit_floor:
+        flag("stop", "audit_accepted", th.audit_floor,
+             f"only {now['audit_accepted']:.1%} of the accepted answers pass the domain's exact checker: "
+             "the verifier lets wrong answers into training")
     best = max([base_accuracy, *[signals(h)["accuracy"] for h in history[:-1]]])
     if now["accuracy"] < best - th.accuracy_drop:
         rollbacks = 0

@@ -84,7 +84,7 @@ def base_stages(model_path: str = "") -> dict[str, dict]:
                              ["bootstrap", "run.seed", "run.threads"],
                              ["gen_000/model", "gen_000/pool.jsonl"]),
         "base_evaluate": _stage("selfloop stage evaluate 0", ["gen_000/model", HELD], _EVAL,
-                                ["gen_000/eval.json"]),
+                                ["gen_000/eval.json", "gen_000/eval_samples.jsonl"]),
     }
 
 
@@ -114,9 +114,10 @@ def generation_stages(g: int, source: int | None = None) -> dict[str, dict]:
                    ["curate", "train", *_GATE, "run.seed"], curated),
         "train": ([src, f"{d}/plan.json", f"{d}/mix.jsonl", f"{d}/pool.jsonl", REF, HELD],
                   ["train", "run.seed", "run.threads"], [f"{d}/model"]),
-        "evaluate": ([f"{d}/model", HELD], _EVAL, [f"{d}/eval.json"]),
-        "measure": ([f"{d}/verified.jsonl", f"{d}/accepted.jsonl", REF, src, f"{d}/plan.json"],
-                    ["measure", "domain", "run.seed", "run.threads"], [f"{d}/diversity.json"]),
+        "evaluate": ([f"{d}/model", HELD], _EVAL, [f"{d}/eval.json", f"{d}/eval_samples.jsonl"]),
+        "measure": ([f"{d}/verified.jsonl", f"{d}/accepted.jsonl", f"{d}/eval_samples.jsonl", REF, src,
+                     f"{d}/plan.json"],
+                    ["measure", "domain", "verify", "run.seed", "run.threads"], [f"{d}/diversity.json"]),
         "monitor": ([f"gen_{k:03d}/{n}" for k in range(1, g + 1) for n in ("diversity.json", "eval.json")]
                     + [f"gen_{k:03d}/monitor.json" for k in range(1, g)] + ["gen_000/eval.json"],
                     ["monitor"], [f"{d}/monitor.json"]),
@@ -131,7 +132,7 @@ def control_stages(g: int) -> dict[str, dict]:
         "mix": ([REF, HELD], ["train", *_GATE, "run.seed"], [f"{d}/mix.jsonl", f"{d}/validation/mix.json"]),
         "train": ([_model(g - 1, "control"), f"{d}/mix.jsonl", REF, HELD],
                   ["train", "run.seed", "run.threads"], [f"{d}/model"]),
-        "evaluate": ([f"{d}/model", HELD], _EVAL, [f"{d}/eval.json"]),
+        "evaluate": ([f"{d}/model", HELD], _EVAL, [f"{d}/eval.json", f"{d}/eval_samples.jsonl"]),
     }
     return {f"control_{g:03d}_{step}": _stage(f"selfloop stage {step} {g} --arm control", *spec)
             for step, spec in specs.items()}
@@ -251,7 +252,8 @@ class Versioning:
                         {"synthetic answers": {"x": "generation",
                                                "y": {"history.json": ["accepted", "pool"]}}},
                         {"diversity (n-gram Vendi, mean over levels)": {
-                            "x": "generation", "y": {"history.json": ["vendi_samples", "vendi_accepted"]}}}]
+                            "x": "generation", "y": {"history.json": ["vendi_samples", "vendi_accepted",
+                                                               "vendi_probe_well_formed"]}}}]
         header = "# Written by selfloop as the run goes (see src/selfloop/versioning.py).\n"
         write_text(self.pipeline, header + yaml.safe_dump(doc, sort_keys=False, width=120))
 

@@ -197,6 +197,12 @@ class Verdict:
     def correct(self) -> bool:
         return self.score == 1.0
 
+    @property
+    def well_formed(self) -> bool:
+        """A legal attempt: it parsed and used exactly the given numbers, whatever its value
+        (diversity measured over these is not inflated by malformed output)."""
+        return self.reason in ("correct", "wrong_value")
+
 
 _ALLOWED = frozenset("0123456789+-*/()=, ")
 _TOKEN = re.compile(r"[0-9]+|[+\-*/()]")

@@ -12,6 +12,7 @@ import random
 from collections import Counter, defaultdict
 
 from selfloop.config import CurateConfig
+from selfloop.diversity import template
 
 
 def passed(r: dict) -> bool:
@@ -65,15 +66,31 @@ def next_pool(pool: list[dict], accepted: list[dict], accumulate: bool) -> list[
     return [*pool, *accepted] if accumulate else list(accepted)
 
 
+def template_weights(pool: list[dict], balance: float) -> list[float]:
+    """Each record's draw weight: (count of its answer template within its level)^-``balance``,
+    scaled so every level keeps its share of the pool. Self-training favours the shapes the
+    model already finds easiest (on Countdown, adding every number); balancing draws the
+    rarer shapes of the same level more often, without changing how much each level gets."""
+    shape = [(r["level"], template(r["response"])) for r in pool]
+    count, size = Counter(shape), Counter(level for level, _ in shape)
+    raw = [count[s] ** -balance for s in shape]
+    mass: dict[int, float] = defaultdict(float)
+    for (level, _), w in zip(shape, raw, strict=True):
+        mass[level] += w
+    return [w * size[level] / mass[level] for (level, _), w in zip(shape, raw, strict=True)]
+
+
 def build_mix(
     reference: list[dict], pool: list[dict], steps: int, batch_size: int,
-    reference_fraction: float, seed: int,
+    reference_fraction: float, seed: int, template_balance: float = 0.0,
 ) -> list[dict]:
     """One manifest line per optimizer step: the ids of that batch, by origin.
 
     Each batch takes ``round(reference_fraction * batch_size)`` reference examples, the
-    rest from the synthetic pool (both cycled in seeded random order). With an empty pool
-    the batch is all reference. The count never depends on how much was accepted."""
+    rest from the synthetic pool (both cycled in seeded random order; with
+    ``template_balance`` > 0 the synthetic ones are drawn with ``template_weights``, with
+    replacement). With an empty pool the batch is all reference. The count never depends on
+    how much was accepted."""
     rng = random.Random(seed)
     n_ref = round(reference_fraction * batch_size) if pool else batch_size
     n_syn = batch_size - n_ref
@@ -85,7 +102,13 @@ def build_mix(
             rng.shuffle(order)
             yield from order
 
-    ref_it, syn_it = cycle(reference), cycle(pool) if pool else iter(())
+    def weighted(rows: list[dict]):
+        ids, weights = [r["id"] for r in rows], template_weights(rows, template_balance)
+        while True:
+            yield from rng.choices(ids, weights, k=max(n_syn, 1))
+
+    ref_it = cycle(reference)
+    syn_it = (weighted(pool) if template_balance > 0 else cycle(pool)) if pool else iter(())
     mix = []
     for step in range(steps):
         mix.append({

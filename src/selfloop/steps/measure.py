@@ -1,6 +1,13 @@
 """Measure a generation for collapse, per level: diversity of the model's own samples and of
 the answers accepted from them, their drift from the reference data, and the model's
-confidence (mean sequence log-probability of its samples)."""
+confidence (mean sequence log-probability of its samples).
+
+The generation's samples answer the plan's problems, which move with the curriculum and the
+selection policy, so they do not compare across generations or arms at equal footing. The
+**probe** does: the held-out evaluation's pass@k samples (the same problems, k answers each,
+every generation, every arm). ``probe`` measures all of them; ``probe_well_formed`` measures a
+seeded sample of fixed size of the well-formed ones (legal attempts, right or wrong), so its
+Vendi is not inflated by malformed output that disappears as the model learns the format."""
 
 from __future__ import annotations
 
@@ -79,15 +86,40 @@ def mean_logprob(model, tok, prompts: list[str], responses: list[str], max_lengt
     return total / len(prompts)
 
 
+PROBE_DRAWS = 5
+
+
+def measure_probe(probe: list[dict], level: int, reference: list[str], embed: Embed | None,
+                  embed_sample: int, probe_n: int, seed: int, reference_vectors=None) -> dict:
+    """The probe's numbers at one level (see the module's docstring). The well-formed set's
+    n-gram Vendi is the mean over ``PROBE_DRAWS`` seeded samples of ``probe_n`` (one sample's
+    Vendi moves by about a point from draw to draw; the other numbers are from the first)."""
+    rows = [p for p in probe if p["level"] == level]
+    well = [p["response"] for p in rows if p["well_formed"]]
+    first = measure_set(_sample(well, probe_n, seed), reference, None, embed_sample, seed)
+    if len(well) > probe_n:
+        draws = [first["vendi_ngram"]] + [dv.vendi(dv.ngram_features(_sample(well, probe_n, seed + i)))
+                                          for i in range(1, PROBE_DRAWS)]
+        first["vendi_ngram"] = round(sum(draws) / len(draws), 6)
+    return {
+        "probe": {**measure_set([p["response"] for p in rows], reference, embed, embed_sample, seed,
+                                reference_vectors),
+                  "well_formed_share": round(len(well) / len(rows), 6) if rows else 0.0},
+        "probe_well_formed": {**first, "available": len(well)},
+    }
+
+
 def measure(samples: list[dict], accepted: list[dict], reference: list[dict], embed: Embed | None,
             embed_sample: int, seed: int, confidence: Callable[[list[dict]], float] | None = None,
-            confidence_sample: int = 512) -> dict:
-    """Per level: the model's samples, the accepted answers, and the reference data's own
-    numbers (the baseline monitors calibrate against)."""
+            confidence_sample: int = 512, probe: list[dict] | None = None, probe_n: int = 256,
+            audit: Callable[[dict], bool] | None = None) -> dict:
+    """Per level: the model's samples, the accepted answers, the held-out probe (when given),
+    and the reference data's own numbers (the baseline monitors calibrate against). ``audit``
+    (a trusted check of one record) gives the share of accepted answers that pass it."""
     ref = texts_by_level(reference, weighted=False)
     got, acc = texts_by_level(samples), texts_by_level(accepted, weighted=False)
     out: dict = {}
-    for level in sorted(set(ref) | set(got) | set(acc)):
+    for level in sorted(set(ref) | set(got) | set(acc) | {p["level"] for p in probe or []}):
         r = ref.get(level, [])
         r_vecs = embed(_sample(r, embed_sample, seed)) if embed is not None and r else None
         key = str(level)
@@ -96,6 +128,11 @@ def measure(samples: list[dict], accepted: list[dict], reference: list[dict], em
             "accepted": measure_set(acc.get(level, []), r, embed, embed_sample, seed, r_vecs),
             "reference": measure_set(r, r, embed, embed_sample, seed, None),
         }
+        level_acc = [a for a in accepted if a["level"] == level]
+        if audit is not None and level_acc:
+            out[key]["accepted"]["audit_pass_share"] = round(sum(map(audit, level_acc)) / len(level_acc), 6)
+        if probe is not None:
+            out[key].update(measure_probe(probe, level, r, embed, embed_sample, probe_n, seed, r_vecs))
         if confidence is not None:
             pool = [s for s in samples if s["level"] == level]
             picked = _sample(pool, confidence_sample, seed)
