@@ -74,3 +74,17 @@ def test_probe_measures_all_samples_and_a_fixed_size_sample_of_the_well_formed()
     again = measure([], [], [rec(4, "1+2+3+4")], None, 100, 0, probe=probe, probe_n=100)
     assert again == out  # the sample is seeded
     assert "probe" not in measure([rec(3, "1+2+3")], [], [], None, 100, 0)["3"]  # no probe given
+
+
+def test_audit_gives_the_share_of_accepted_answers_that_pass_a_trusted_check():
+    dom = get_domain(DomainConfig())
+    accepted = [{**rec(3, r), "problem": {"numbers": [1, 2, 3], "target": 6}}
+                for r in ("1+2+3", "1*2*3", "3*2-1", "1+2")]
+    accepted.append({**rec(4, "1+2+3+4"), "problem": {"numbers": [1, 2, 3, 4], "target": 10}})
+
+    def audit(r):
+        return dom.verify(r["response"], r["problem"], 200).correct
+
+    out = measure([], accepted, [], None, 100, 0, audit=audit)
+    assert out["3"]["accepted"]["audit_pass_share"] == 0.5 and out["4"]["accepted"]["audit_pass_share"] == 1.0
+    assert "audit_pass_share" not in measure([], accepted, [], None, 100, 0)["3"]["accepted"]

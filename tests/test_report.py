@@ -153,6 +153,9 @@ def test_page_numbers_match_the_run_files(tracked_run, page):
     assert div[("2", "3", "samples")]["n-gram Vendi"] == f"{samples['vendi_ngram']:.3f}"
     assert div[("2", "3", "samples")]["template entropy"] == f"{samples['template_entropy']:.3f}"
     assert "embedding Vendi" not in page.tables["table-diversity"][0]  # measure.embeddings=false
+    probe = m2["diversity"]["3"]["probe"]
+    assert div[("2", "3", "probe")]["n"] == str(probe["n"])
+    assert div[("2", "3", "probe")]["well-formed share"] == f"{probe['well_formed_share']:.3f}"
 
     monitor = [r for r in page.rows("table-monitor") if r["generation"] == "2"]
     decisions = read(tracked_run / "gen_002" / "monitor.json")["decisions"]

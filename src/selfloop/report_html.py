@@ -25,6 +25,7 @@ SECTIONS = (("accuracy", "Held-out accuracy"), ("acceptance", "Acceptance and po
             ("diversity", "Diversity"), ("mix", "Training mix"), ("monitor", "Monitor"),
             ("timings", "Timings and memory"), ("benchmarks", "Benchmarks"))
 DIVERSITY = (("n", "n"), ("vendi_ngram", "n-gram Vendi"), ("vendi_embedding", "embedding Vendi"),
+             ("well_formed_share", "well-formed share"), ("audit_pass_share", "audit pass share"),
              ("template_entropy", "template entropy"),
              ("template_kl_vs_reference", "template KL vs reference"),
              ("distinct_2", "distinct-2"), ("mmd_vs_reference", "MMD vs reference"),
@@ -147,15 +148,18 @@ def acceptance(d: dict) -> str:
 def diversity(d: dict) -> str:
     found = [(r["generation"], lv, s, r["diversity"][lv][s]) for r in d["loop"] if r.get("diversity")
              for lv in d["levels"] if lv in r["diversity"]
-             for s in ("samples", "accepted", "reference") if s in r["diversity"][lv]]
+             for s in ("samples", "accepted", "probe", "probe_well_formed", "reference")
+             if s in r["diversity"][lv]]
     if not found:
         return note("No diversity measured (the measure step was off, or no generation finished yet).")
     cols = [(k, t) for k, t in DIVERSITY if any(k in m for *_, m in found)]
     head = ["generation", "level", "set", *[t for _, t in cols]]
     rows = [[str(g), lv, s, *[num(m.get(k), 0 if k == "n" else 3) for k, _ in cols]] for g, lv, s, m in found]
     return (figure(report_plots.diversity(d)) + table("table-diversity", head, rows)
-            + note("Per level: the model's samples, the answers accepted into the pool, and the reference "
-                   "data (the baseline). Vendi scores are effective numbers of distinct answers."))
+            + note("Per level: the model's samples, the answers accepted into the pool, the held-out probe "
+                   "(the evaluation's pass@k samples: the same problems every generation), a fixed-size "
+                   "sample of its well-formed answers, and the reference data (the baseline). Vendi scores "
+                   "are effective numbers of distinct answers."))
 
 
 def mix(d: dict) -> str:

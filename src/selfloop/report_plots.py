@@ -10,7 +10,8 @@ import io
 from dataclasses import dataclass
 
 DPI = 90
-SETS = (("samples", "model's samples", "-"), ("accepted", "accepted answers", "--"))
+SETS = (("samples", "model's samples", "-"), ("accepted", "accepted answers", "--"),
+        ("probe_well_formed", "held-out probe, well-formed", "-."))
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ def diversity(data: dict) -> Plot | None:
             ax.axhline(ref[-1], color="grey", linestyle=":", label="reference data")
         ax.set(title=f"level {lv}", xlabel="generation", ylabel="n-gram Vendi score")
     return _finish(fig, "plot-diversity", "n-gram Vendi score per level and generation of the model's "
-                   "samples and of the accepted answers, with the reference data's as a dotted line")
+                   "samples, of the accepted answers and of the well-formed held-out probe samples, with "
+                   "the reference data's as a dotted line")
 
 
 def mix(data: dict) -> Plot | None:
