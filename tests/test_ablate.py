@@ -148,6 +148,8 @@ def test_done_when_numbers(tmp_path):
     assert c["default"]["ever_flagged"] is False
     assert c["default"]["vendi_samples"] == {"fell_below_gen1": False, "min_ratio_to_gen1": 1.05}
     assert c["default"]["vendi_probe"] == {"fell_below_gen1": False, "min_ratio_to_gen1": 1.05}
+    assert c["probe_vs_gen1"]["collapse"]["min_ratio_to_gen1"] == pytest.approx(0.6)
+    assert "control" not in c["probe_vs_gen1"]
     assert c["collapse"]["onset"] == 3
     fell = checks({"default": {"generations": collapse}})["default"]
     assert fell["vendi_probe"]["fell_below_gen1"] is True
@@ -160,6 +162,7 @@ def test_done_when_numbers(tmp_path):
     text = table(results)
     assert "| collapse | 4 | 8.0% | 13.0% (2) | -8.0 pts (0.50x) | gen 4: raise_temperature" in text
     assert "| control | 4 |" in text
+    assert "probe Vendi, lowest of generations 2.. / generation 1's: default 1.050, collapse 0.600" in text
     assert all(p.stat().st_size > 5000 for p in plots(results, tmp_path))
 
 

@@ -177,6 +177,8 @@ def checks(arms: dict) -> dict:
                           "vendi_samples": _fell_below_first(default, "vendi_samples"),
                           "vendi_accepted": _fell_below_first(default, "vendi_accepted"),
                           "vendi_probe": _fell_below_first(default, "vendi_probe")}
+    out["probe_vs_gen1"] = {name: _fell_below_first(r, "vendi_probe") for name, r in rows.items()
+                            if name != CONTROL}
     if "collapse_monitor" in rows and default and len(default) > 1:
         cm, df = rows["collapse_monitor"][-1]["mean_accuracy"], default[-1]["mean_accuracy"]
         ratio = cm / df if df else None
@@ -192,8 +194,8 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
-def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
+def _num(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
 
 
 def table(results: dict) -> str:
@@ -241,15 +243,19 @@ def table(results: dict) -> str:
         x = c["default"]
         notes.append(f"- default arm ever flagged: {x['ever_flagged']}; fell below generation 1's "
                      f"(lowest / generation 1's): samples Vendi {x['vendi_samples']['fell_below_gen1']} "
-                     f"({_num(x['vendi_samples']['min_ratio_to_gen1'])}), accepted Vendi "
+                     f"({_num(x['vendi_samples']['min_ratio_to_gen1'], 3)}), accepted Vendi "
                      f"{x['vendi_accepted']['fell_below_gen1']} "
-                     f"({_num(x['vendi_accepted']['min_ratio_to_gen1'])}), "
+                     f"({_num(x['vendi_accepted']['min_ratio_to_gen1'], 3)}), "
                      f"probe Vendi {x['vendi_probe']['fell_below_gen1']} "
-                     f"({_num(x['vendi_probe']['min_ratio_to_gen1'])})")
+                     f"({_num(x['vendi_probe']['min_ratio_to_gen1'], 3)})")
     if "collapse_monitor" in c:
         x = c["collapse_monitor"]
         notes.append(f"- collapse_monitor final accuracy / default's: {_num(x['ratio'])} "
                      f"(within 10%: {x['within_10pct']})")
+    probe = {k: v for k, v in c.get("probe_vs_gen1", {}).items() if v["min_ratio_to_gen1"] is not None}
+    if probe:
+        notes.append("- probe Vendi, lowest of generations 2.. / generation 1's: " + ", ".join(
+            f"{k} {_num(v['min_ratio_to_gen1'], 3)}" for k, v in probe.items()))
     if notes[-1] == "":
         notes.append("- (none: they need the default, collapse or collapse_monitor arms)")
     notes += ["", f"Onset: {c['definitions']['onset']}.", "",
