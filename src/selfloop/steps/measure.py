@@ -12,6 +12,7 @@ Vendi is not inflated by malformed output that disappears as the model learns th
 from __future__ import annotations
 
 import random
+import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -93,14 +94,16 @@ def measure_probe(probe: list[dict], level: int, reference: list[str], embed: Em
                   embed_sample: int, probe_n: int, seed: int, reference_vectors=None) -> dict:
     """The probe's numbers at one level (see the module's docstring). The well-formed set's
     n-gram Vendi is the mean over ``PROBE_DRAWS`` seeded samples of ``probe_n`` (one sample's
-    Vendi moves by about a point from draw to draw; the other numbers are from the first)."""
+    Vendi moves by about a point from draw to draw, and ``vendi_ngram_sd`` is the draws'
+    standard deviation; the other numbers are from the first)."""
     rows = [p for p in probe if p["level"] == level]
     well = [p["response"] for p in rows if p["well_formed"]]
     first = measure_set(_sample(well, probe_n, seed), reference, None, embed_sample, seed)
     if len(well) > probe_n:
         draws = [first["vendi_ngram"]] + [dv.vendi(dv.ngram_features(_sample(well, probe_n, seed + i)))
                                           for i in range(1, PROBE_DRAWS)]
-        first["vendi_ngram"] = round(sum(draws) / len(draws), 6)
+        first["vendi_ngram"] = round(statistics.fmean(draws), 6)
+        first["vendi_ngram_sd"] = round(statistics.stdev(draws), 6)
     return {
         "probe": {**measure_set([p["response"] for p in rows], reference, embed, embed_sample, seed,
                                 reference_vectors),
