@@ -173,3 +173,27 @@ def test_cli_refuses_unknown_arms_and_bad_params(capsys):
     assert "unknown arm(s) ['nope']" in capsys.readouterr().err
     assert main(["ablate", "--set", "train.stpes=3"]) == 2
     assert "unknown key(s) ['stpes']" in capsys.readouterr().err
+
+
+def test_report_recomputes_the_probe_as_the_measure_step_does(tmp_path):
+    """Generation 0 and the control arm have no measure step; the report's probe for them uses
+    the same sample size and seed as the measure step would."""
+    from selfloop.ablate_report import probe_vendi
+    from selfloop.config import load_params, to_dict
+    from selfloop.records import write_json, write_jsonl
+    from selfloop.steps.measure import measure_probe
+    from selfloop.steps.plan import generation_seed
+    from selfloop.workspace import Workspace
+
+    params = load_params(None, ["measure.probe_n=20", "run.seed=3"])
+    ws = Workspace(tmp_path)
+    write_json(tmp_path / "params.json", to_dict(params))
+    probe = [{"level": lv, "response": f"{i}+{j}*{lv}", "well_formed": True, "reason": "wrong_value"}
+             for lv in (3, 4) for i in range(1, 10) for j in range(1, 6)]
+    ws.gen(0).mkdir(parents=True)
+    write_jsonl(ws.gen(0) / "eval_samples.jsonl", probe)
+    expected = [measure_probe(probe, lv, [], None, 0, 20, generation_seed(params, 0))["probe_well_formed"]
+                for lv in (3, 4)]
+    assert all(e["n"] == 20 and "vendi_ngram_sd" in e for e in expected)
+    assert probe_vendi(ws, 0) == pytest.approx(sum(e["vendi_ngram"] for e in expected) / 2)
+    assert probe_vendi(ws, 1) is None  # no samples kept

@@ -37,6 +37,9 @@ def test_overrides_and_types(tmp_path):
         ("run.control=maybe", "expected true/false"),
         ("train.reference_fraction=1.5", "reference_fraction must be in [0, 1]"),
         ("curate.selection=best", "curate.selection"),
+        ("monitor.audit_floor=1.2", "monitor.audit_floor must be in [0, 1]"),
+        ("train.template_balance=-1", "train.template_balance must be >= 0"),
+        ("measure.probe_n=1", "measure.probe_n must be >= 2"),
         ("nodots", "not of the form"),
     ],
 )

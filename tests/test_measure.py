@@ -89,3 +89,11 @@ def test_audit_gives_the_share_of_accepted_answers_that_pass_a_trusted_check():
     out = measure([], accepted, [], None, 100, 0, audit=audit)
     assert out["3"]["accepted"]["audit_pass_share"] == 0.5 and out["4"]["accepted"]["audit_pass_share"] == 1.0
     assert "audit_pass_share" not in measure([], accepted, [], None, 100, 0)["3"]["accepted"]
+
+
+def test_probe_with_fewer_well_formed_answers_than_probe_n_measures_them_all():
+    probe = [probe_rec(5, f"{i}+1+2+3+4") for i in range(1, 8)] + [probe_rec(5, "x(", False)] * 3
+    w5 = measure([], [], [], None, 100, 0, probe=probe, probe_n=256)["5"]["probe_well_formed"]
+    assert w5["n"] == 7 and w5["available"] == 7 and "vendi_ngram_sd" not in w5  # one draw: all of them
+    none = measure([], [], [], None, 100, 0, probe=[probe_rec(5, "x(", False)], probe_n=256)["5"]
+    assert none["probe_well_formed"] == {"n": 0, "available": 0} and none["probe"]["well_formed_share"] == 0.0

@@ -331,6 +331,7 @@ def validate(p: Params) -> None:
         (p.run.threads >= 1, "run.threads must be >= 1"),
         (p.run.patience >= 0, "run.patience must be >= 0"),
         (p.train.template_balance >= 0, "train.template_balance must be >= 0"),
+        (0 <= p.monitor.audit_floor <= 1, "monitor.audit_floor must be in [0, 1]"),
         (p.measure.probe_n >= 2, "measure.probe_n must be >= 2"),
         (p.model.n_embd % p.model.n_head == 0, "model.n_embd must be divisible by model.n_head"),
     ]
