@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from selfloop.monitor import mean_vendi
 from selfloop.records import read_json, write_json, write_text
 from selfloop.workspace import Workspace
 
@@ -43,10 +44,6 @@ def _eval_row(g: int, levels: dict) -> dict:
     }
 
 
-def _vendi(diversity: dict, kind: str) -> float | None:
-    return _mean([d[kind]["vendi_ngram"] for d in diversity.values() if d.get(kind, {}).get("n")])
-
-
 def probe_vendi(ws: Workspace, g: int, arm: str = "loop") -> float | None:
     """Mean over levels of the well-formed probe samples' n-gram Vendi of a generation without a
     measure step (the base model, the control arm), as the measure step computes it (same
@@ -63,7 +60,7 @@ def probe_vendi(ws: Workspace, g: int, arm: str = "loop") -> float | None:
     probe = read_jsonl(path)
     div = {str(lv): measure_probe(probe, lv, [], None, 0, params.measure.probe_n,
                                   generation_seed(params, g)) for lv in sorted({p["level"] for p in probe})}
-    return _vendi(div, "probe_well_formed")
+    return mean_vendi(div, "probe_well_formed")
 
 
 def generation_row(ws: Workspace, g: int) -> dict:
@@ -76,9 +73,9 @@ def generation_row(ws: Workspace, g: int) -> dict:
         "acceptance": verify.get("acceptance_rate"),
         "accepted": metrics.get("curate", {}).get("accepted"),
         "pool": metrics.get("curate", {}).get("pool"),
-        "vendi_samples": _vendi(diversity, "samples"),
-        "vendi_accepted": _vendi(diversity, "accepted"),
-        "vendi_probe": _vendi(diversity, "probe_well_formed"),
+        "vendi_samples": mean_vendi(diversity, "samples"),
+        "vendi_accepted": mean_vendi(diversity, "accepted"),
+        "vendi_probe": mean_vendi(diversity, "probe_well_formed"),
         "diversity": diversity,
         "monitor": read_json(d / "monitor.json")["decisions"],
     })

@@ -55,17 +55,22 @@ def headroom(eval_levels: dict) -> float:
     return sum(e.get("pass_at_k", 0.0) for e in eval_levels.values()) / greedy if greedy else 0.0
 
 
+def mean_vendi(diversity: dict, kind: str) -> float | None:
+    """Mean over levels of the n-gram Vendi of one set (``samples``, ``accepted``,
+    ``probe_well_formed``) in a generation's diversity.json; None when no level has it."""
+    vs = [d[kind]["vendi_ngram"] for d in diversity.values() if d.get(kind, {}).get("n")]
+    return _mean(vs) if vs else None
+
+
 def signals(metrics: dict) -> dict[str, float]:
     """The numbers the monitor watches, averaged over levels that have them."""
     div = metrics.get("diversity", {})
-    sam = [d["samples"] for d in div.values() if d.get("samples", {}).get("n")]
     acc = [d["accepted"] for d in div.values() if d.get("accepted", {}).get("n")]
-    probe = [d["probe_well_formed"] for d in div.values() if d.get("probe_well_formed", {}).get("n")]
     audited = [a for a in acc if "audit_pass_share" in a]
     n_audited = sum(a["n"] for a in audited)
     return {
-        "vendi_samples": _mean([s["vendi_ngram"] for s in sam]),
-        "vendi_probe": _mean([p["vendi_ngram"] for p in probe]),
+        "vendi_samples": mean_vendi(div, "samples") or 0.0,
+        "vendi_probe": mean_vendi(div, "probe_well_formed") or 0.0,
         "entropy_accepted": _mean([a["template_entropy"] for a in acc]),
         "kl_accepted": _mean([a["template_kl_vs_reference"] for a in acc]),
         "accuracy": _mean([e["greedy_acc"] for e in metrics.get("eval", {}).values()]),

@@ -207,6 +207,7 @@ def write_history(ws: Workspace, levels: list[int], last: int | None = None) -> 
     for ``dvc plots`` (the
     ``history`` stage). Recording names ``last``: it may run while the next generation is
     being written."""
+    from selfloop.monitor import mean_vendi
     from selfloop.records import iter_jsonl
 
     rows, g = [], 0
@@ -221,8 +222,8 @@ def write_history(ws: Workspace, levels: list[int], last: int | None = None) -> 
             if (ws.gen(g) / "diversity.json").exists():
                 div = read_json(ws.gen(g) / "diversity.json")
                 for kind in ("samples", "accepted", "probe_well_formed"):
-                    vs = [d[kind]["vendi_ngram"] for d in div.values() if d.get(kind, {}).get("vendi_ngram")]
-                    row[f"vendi_{kind}"] = round(sum(vs) / len(vs), 6) if vs else None
+                    v = mean_vendi(div, kind)
+                    row[f"vendi_{kind}"] = None if v is None else round(v, 6)
         rows.append(row)
         g += 1
     write_json(ws.root / "history.json", rows)
