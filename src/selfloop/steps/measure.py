@@ -93,9 +93,9 @@ PROBE_DRAWS = 5
 def measure_probe(probe: list[dict], level: int, reference: list[str], embed: Embed | None,
                   embed_sample: int, probe_n: int, seed: int, reference_vectors=None) -> dict:
     """The probe's numbers at one level (see the module's docstring). The well-formed set's
-    n-gram Vendi is the mean over ``PROBE_DRAWS`` seeded samples of ``probe_n`` (one sample's
-    Vendi moves by about a point from draw to draw, and ``vendi_ngram_sd`` is the draws'
-    standard deviation; the other numbers are from the first)."""
+    n-gram Vendi is the mean over ``PROBE_DRAWS`` seeded samples of ``probe_n`` (a single
+    draw is noisy; ``vendi_ngram_sd`` is the draws' standard deviation; the other numbers are
+    from the first draw)."""
     rows = [p for p in probe if p["level"] == level]
     well = [p["response"] for p in rows if p["well_formed"]]
     first = measure_set(_sample(well, probe_n, seed), reference, None, embed_sample, seed)
