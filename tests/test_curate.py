@@ -1,9 +1,10 @@
+import math
 from collections import Counter
 
 import pytest
 
 from selfloop.config import CurateConfig
-from selfloop.steps.curate import build_mix, curate, mix_makeup, next_pool, template_weights
+from selfloop.steps.curate import build_mix, curate, mix_makeup, next_pool, template_weights, weighted_pass
 
 
 def rec(i, problem="p1", ok=True, count=1, gen=1):
@@ -101,5 +102,20 @@ def test_balanced_mix_draws_rare_shapes_more_often_and_is_seeded():
     balanced = Counter(i for m in mix for i in m["synthetic"])
     assert all(len(m["reference"]) == 2 and len(m["synthetic"]) == 8 for m in mix)
     assert plain["b"] == 160  # uniform cycling: 1,600 draws over 10 examples
-    assert 650 < balanced["b"] < 950  # balanced: half of the draws (800 expected)
+    # balanced: half of the draws; every pass over the pool holds b 5 times (weight 5 of 10)
+    assert balanced["b"] == 800
+    # the other 800 over the nine: each is in 5 of 9 passes on average, which ones is random
+    assert sum(balanced[f"a{i}"] for i in range(9)) == 800
+    assert all(60 < balanced[f"a{i}"] < 120 for i in range(9))
     assert mix == build_mix(reference, pool, **kw, template_balance=1.0)
+
+
+def test_weighted_pass_repeats_each_id_floor_or_ceil_of_its_weight():
+    ids = [f"x{i}" for i in range(6)]
+    assert weighted_pass(ids, [1.0] * 6, 0.37) == ids  # uniform: the plain cycle's pass
+    weights = [2.5, 0.25, 0.25, 1.0, 0.4, 1.6]
+    for offset in (0.0, 0.3, 0.99):
+        got = Counter(weighted_pass(ids, weights, offset))
+        assert sum(got.values()) == 6
+        assert all(math.floor(w) <= got[i] <= math.ceil(w) for i, w in zip(ids, weights, strict=True))
+    assert weighted_pass(ids, [0.0] * 6, 0.5) == []

@@ -83,8 +83,9 @@ class TrainConfig:
     )
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     template_balance: float = _f(
-        0.0, "Draw synthetic examples with weight (count of their answer template in their level)^-this "
-        "(digits masked; 0: uniform, 1: every template equally often); level shares are kept.")
+        0.0, "Each pass over the synthetic pool repeats an example about (count of its answer template "
+        "in its level)^-this times, rescaled so level shares are kept (digits masked; 0: each once, "
+        "1: every template equally often).")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ reference examples, whatever the pool size."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter, defaultdict
 
@@ -80,6 +81,21 @@ def template_weights(pool: list[dict], balance: float) -> list[float]:
     return [w * size[level] / mass[level] for (level, _), w in zip(shape, raw, strict=True)]
 
 
+def weighted_pass(ids: list[str], weights: list[float], offset: float) -> list[str]:
+    """One pass over the pool in which each id appears floor or ceil of its weight times
+    (systematic sampling: cumulative weights cut at ``offset`` + 0, 1, 2, ...). With every
+    weight 1 it is each id once, the plain cycle's pass; any weights give exactly
+    round(sum of weights) rows. Drawing with replacement instead (``random.choices``) leaves
+    about a third of the pool out of each pass by chance, which is not what balancing means."""
+    out, cum, taken = [], 0.0, 0
+    for i, w in zip(ids, weights, strict=True):
+        cum += w
+        k = math.floor(cum + offset) - taken
+        out.extend([i] * k)
+        taken += k
+    return out
+
+
 def build_mix(
     reference: list[dict], pool: list[dict], steps: int, batch_size: int,
     reference_fraction: float, seed: int, template_balance: float = 0.0,
@@ -88,9 +104,9 @@ def build_mix(
 
     Each batch takes ``round(reference_fraction * batch_size)`` reference examples, the
     rest from the synthetic pool (both cycled in seeded random order; with
-    ``template_balance`` > 0 the synthetic ones are drawn with ``template_weights``, with
-    replacement). With an empty pool the batch is all reference. The count never depends on
-    how much was accepted."""
+    ``template_balance`` > 0 each pass over the pool repeats every synthetic example about
+    ``template_weights`` times, see ``weighted_pass``). With an empty pool the batch is all
+    reference. The count never depends on how much was accepted."""
     rng = random.Random(seed)
     n_ref = round(reference_fraction * batch_size) if pool else batch_size
     n_syn = batch_size - n_ref
@@ -105,7 +121,9 @@ def build_mix(
     def weighted(rows: list[dict]):
         ids, weights = [r["id"] for r in rows], template_weights(rows, template_balance)
         while True:
-            yield from rng.choices(ids, weights, k=max(n_syn, 1))
+            order = weighted_pass(ids, weights, rng.random())
+            rng.shuffle(order)
+            yield from order
 
     ref_it = cycle(reference)
     syn_it = (weighted(pool) if template_balance > 0 else cycle(pool)) if pool else iter(())
