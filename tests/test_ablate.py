@@ -197,3 +197,42 @@ def test_report_recomputes_the_probe_as_the_measure_step_does(tmp_path):
     assert all(e["n"] == 20 and "vendi_ngram_sd" in e for e in expected)
     assert probe_vendi(ws, 0) == pytest.approx(sum(e["vendi_ngram"] for e in expected) / 2)
     assert probe_vendi(ws, 1) is None  # no samples kept
+
+
+def test_user_defined_arms_parse_and_reach_the_ablation(monkeypatch, capsys):
+    from selfloop import ablate as ab
+    from selfloop.cli import main
+
+    assert ab.parse_arm("hot:plan.temperature=1.2, plan.top_p=0.9") == (
+        "hot", ("plan.temperature=1.2", "plan.top_p=0.9"))
+    # a comma inside a value stays there
+    assert ab.parse_arm("wide:domain.levels=[3,4]") == ("wide", ("domain.levels=[3,4]",))
+    for bad, why in [("hot", "expected NAME:"), ("9x:plan.samples=2", "expected NAME:"),
+                     ("default:plan.samples=2", "taken by a built-in"), ("x:", "SECTION.KEY=VALUE"),
+                     ("x:temperature=2", "SECTION.KEY=VALUE")]:
+        with pytest.raises(ValueError, match=why):
+            ab.parse_arm(bad)
+
+    seen = {}
+
+    def fake_ablate(params, sets, iterations, arms, *rest):
+        seen.update(arms)
+        raise ValueError("stop here")  # the CLI's error path: exit 2, nothing run
+
+    monkeypatch.setattr(ab, "ablate", fake_ablate)
+    assert main(["ablate", "--arm", "hot:plan.temperature=1.2"]) == 2
+    assert seen == {"hot": ("plan.temperature=1.2",)}  # --arm alone: no built-in arms
+    seen.clear()
+    assert main(["ablate", "--arms", "default", "--arm", "hot:plan.temperature=1.2"]) == 2
+    assert list(seen) == ["default", "hot"]
+    assert main(["ablate", "--arm", "a:plan.samples=2", "--arm", "a:plan.samples=3"]) == 2
+    assert "given twice" in capsys.readouterr().err
+
+
+def test_a_user_arm_may_not_change_the_base(tmp_path, capsys):
+    from selfloop.cli import main
+
+    code = main(["ablate", "--arm", "big:model.n_layer=6", "--workdir", str(tmp_path / "w"),
+                 "--out", str(tmp_path / "o")])
+    assert code == 2 and "shape the shared base checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()

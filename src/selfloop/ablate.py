@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import sys
@@ -65,6 +66,22 @@ class Arm:
     @property
     def workdir(self) -> Path:
         return Path(self.params.run.workdir)
+
+
+def parse_arm(spec: str) -> tuple[str, tuple[str, ...]]:
+    """A user-defined arm from ``NAME:SECTION.KEY=VALUE[,SECTION.KEY=VALUE...]`` (a comma
+    starts a new override only where ``section.key=`` follows, so list values keep theirs)."""
+    name, sep, rest = spec.partition(":")
+    name = name.strip()
+    if not sep or not name.isidentifier():
+        raise ValueError(f"--arm {spec!r}: expected NAME:SECTION.KEY=VALUE[,SECTION.KEY=VALUE...] "
+                         "with NAME a Python-style identifier")
+    if name in ARMS or name in ("base", "control"):
+        raise ValueError(f"--arm {spec!r}: {name!r} is taken by a built-in arm or the base run")
+    overrides = tuple(o.strip() for o in re.split(r",(?=\s*\w+\.\w+\s*=)", rest) if o.strip())
+    if not overrides or any("=" not in o or "." not in o.split("=", 1)[0] for o in overrides):
+        raise ValueError(f"--arm {spec!r}: every override must be SECTION.KEY=VALUE")
+    return name, overrides
 
 
 def check_overrides(name: str, overrides: Sequence[str]) -> None:

@@ -138,9 +138,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     import shlex
 
-    from selfloop.ablate import ARMS, ablate
+    from selfloop.ablate import ARMS, ablate, parse_arm
 
-    names = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else list(ARMS)
+    # built-in arms: --arms, else all of them unless --arm defines arms of its own
+    names = ([a.strip() for a in args.arms.split(",") if a.strip()] if args.arms
+             else [] if args.arm else list(ARMS))
     unknown = [a for a in names if a not in ARMS]
     if unknown:
         print(f"selfloop: unknown arm(s) {unknown}; arms: {', '.join(ARMS)}", file=sys.stderr)
@@ -149,7 +151,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         print("selfloop: --workers and --iterations must be >= 1", file=sys.stderr)
         return 2
     try:
-        out = ablate(args.params, args.set, args.iterations, {a: ARMS[a] for a in names}, args.workers,
+        arms = {a: ARMS[a] for a in names}
+        for spec in args.arm:
+            name, overrides = parse_arm(spec)
+            if name in arms:
+                raise ValueError(f"--arm {spec!r}: arm {name!r} given twice")
+            arms[name] = overrides
+        out = ablate(args.params, args.set, args.iterations, arms, args.workers,
                      args.workdir, args.out, shlex.join(["selfloop", *args.argv]))
     except ValueError as e:  # ConfigError included
         print(f"selfloop: {e}", file=sys.stderr)
@@ -245,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     ab.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override one parameter for the base and every arm (repeatable)")
     ab.add_argument("--iterations", type=int, default=10, help="iterations per arm (default: 10)")
-    ab.add_argument("--arms", help="comma-separated arms (default: all)")
+    ab.add_argument("--arms", help="comma-separated built-in arms (default: all; none when --arm is given)")
+    ab.add_argument("--arm", action="append", default=[], metavar="NAME:SECTION.KEY=VALUE[,...]",
+                    help="an arm of your own: these overrides on top of params.yaml and --set, from the "
+                    "same base (repeatable; e.g. --arm hot:plan.temperature=1.2)")
     ab.add_argument("--workers", type=int, default=2,
                     help="processes at a time (default: 2; the default arm with its control counts 2; "
                     "1: arms one after another in this process)")
