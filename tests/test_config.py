@@ -40,6 +40,7 @@ def test_overrides_and_types(tmp_path):
         ("monitor.audit_floor=1.2", "monitor.audit_floor must be in [0, 1]"),
         ("train.template_balance=-1", "train.template_balance must be >= 0"),
         ("measure.probe_n=1", "measure.probe_n must be >= 2"),
+        ("measure.probe_draws=0", "measure.probe_draws must be >= 1"),
         ("nodots", "not of the form"),
     ],
 )

@@ -69,7 +69,11 @@ def test_probe_measures_all_samples_and_a_fixed_size_sample_of_the_well_formed()
     p4, w4 = out["4"]["probe"], out["4"]["probe_well_formed"]
     assert p4["n"] == 400 and p4["well_formed_share"] == pytest.approx(0.9) and p4["distinct"] == 49
     assert w4["n"] == 100 and w4["distinct"] <= 9  # the fixed-size sample, malformed left out
-    assert w4["available"] == 360 and w4["vendi_ngram_sd"] >= 0  # 5 draws of 100 from 360
+    assert w4["available"] == 360 and w4["vendi_ngram_sd"] > 0  # 32 draws of 100 from 360
+    one = measure([], [], [rec(4, "1+2+3+4")], None, 100, 0, probe=probe, probe_n=100, probe_draws=1)
+    w1 = one["4"]["probe_well_formed"]
+    assert "vendi_ngram_sd" not in w1 and w1["n"] == 100  # one draw: no spread to give
+    assert w1["vendi_ngram"] != w4["vendi_ngram"]  # the mean of 32 is not the first draw
     assert w4["vendi_ngram"] < p4["vendi_ngram"]  # malformed noise inflates the all-samples Vendi
     assert out["3"]["probe_well_formed"]["vendi_ngram"] == pytest.approx(1.0)  # 5 identical answers
     again = measure([], [], [rec(4, "1+2+3+4")], None, 100, 0, probe=probe, probe_n=100)

@@ -58,8 +58,9 @@ def probe_vendi(ws: Workspace, g: int, arm: str = "loop") -> float | None:
         return None
     params = params_from_dict(read_json(ws.root / "params.json"))
     probe = read_jsonl(path)
-    div = {str(lv): measure_probe(probe, lv, [], None, 0, params.measure.probe_n,
-                                  generation_seed(params, g)) for lv in sorted({p["level"] for p in probe})}
+    m = params.measure
+    div = {str(lv): measure_probe(probe, lv, [], None, 0, m.probe_n, generation_seed(params, g), None,
+                                  m.probe_draws) for lv in sorted({p["level"] for p in probe})}
     return mean_vendi(div, "probe_well_formed")
 
 

@@ -275,7 +275,7 @@ def step_measure(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
         result = measure(read_jsonl(d / "verified.jsonl"), read_jsonl(d / "accepted.jsonl"),
                          read_jsonl(ws.reference), embed if m.embeddings else None, m.embed_sample,
                          pl.generation_seed(params, g), confidence, m.confidence_sample,
-                         read_jsonl(d / "eval_samples.jsonl"), m.probe_n, audit)
+                         read_jsonl(d / "eval_samples.jsonl"), m.probe_n, audit, m.probe_draws)
     write_json(d / "diversity.json", result)
     return {"diversity": result}
 

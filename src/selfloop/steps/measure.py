@@ -87,23 +87,22 @@ def mean_logprob(model, tok, prompts: list[str], responses: list[str], max_lengt
     return total / len(prompts)
 
 
-PROBE_DRAWS = 5
-
-
 def measure_probe(probe: list[dict], level: int, reference: list[str], embed: Embed | None,
-                  embed_sample: int, probe_n: int, seed: int, reference_vectors=None) -> dict:
+                  embed_sample: int, probe_n: int, seed: int, reference_vectors=None,
+                  draws: int = 32) -> dict:
     """The probe's numbers at one level (see the module's docstring). The well-formed set's
-    n-gram Vendi is the mean over ``PROBE_DRAWS`` seeded samples of ``probe_n`` (a single
-    draw is noisy; ``vendi_ngram_sd`` is the draws' standard deviation; the other numbers are
-    from the first draw)."""
+    n-gram Vendi is the mean over ``draws`` seeded samples of ``probe_n``, and
+    ``vendi_ngram_sd`` the draws' standard deviation (in the default ablation arm, the mean
+    over levels of one draw had a standard deviation of 0.35-0.55, and 5 draws were up to 0.4
+    off the mean of 50). The other numbers are from the first draw."""
     rows = [p for p in probe if p["level"] == level]
     well = [p["response"] for p in rows if p["well_formed"]]
     first = measure_set(_sample(well, probe_n, seed), reference, None, embed_sample, seed)
-    if len(well) > probe_n:
-        draws = [first["vendi_ngram"]] + [dv.vendi(dv.ngram_features(_sample(well, probe_n, seed + i)))
-                                          for i in range(1, PROBE_DRAWS)]
-        first["vendi_ngram"] = round(statistics.fmean(draws), 6)
-        first["vendi_ngram_sd"] = round(statistics.stdev(draws), 6)
+    if len(well) > probe_n and draws > 1:
+        values = [first["vendi_ngram"]] + [dv.vendi(dv.ngram_features(_sample(well, probe_n, seed + i)))
+                                           for i in range(1, draws)]
+        first["vendi_ngram"] = round(statistics.fmean(values), 6)
+        first["vendi_ngram_sd"] = round(statistics.stdev(values), 6)
     return {
         "probe": {**measure_set([p["response"] for p in rows], reference, embed, embed_sample, seed,
                                 reference_vectors),
@@ -115,7 +114,7 @@ def measure_probe(probe: list[dict], level: int, reference: list[str], embed: Em
 def measure(samples: list[dict], accepted: list[dict], reference: list[dict], embed: Embed | None,
             embed_sample: int, seed: int, confidence: Callable[[list[dict]], float] | None = None,
             confidence_sample: int = 512, probe: list[dict] | None = None, probe_n: int = 256,
-            audit: Callable[[dict], bool] | None = None) -> dict:
+            audit: Callable[[dict], bool] | None = None, probe_draws: int = 32) -> dict:
     """Per level: the model's samples, the accepted answers, the held-out probe (when given),
     and the reference data's own numbers (the baseline monitors calibrate against). ``audit``
     (a trusted check of one record) gives the share of accepted answers that pass it."""
@@ -135,7 +134,8 @@ def measure(samples: list[dict], accepted: list[dict], reference: list[dict], em
         if audit is not None and level_acc:
             out[key]["accepted"]["audit_pass_share"] = round(sum(map(audit, level_acc)) / len(level_acc), 6)
         if probe is not None:
-            out[key].update(measure_probe(probe, level, r, embed, embed_sample, probe_n, seed, r_vecs))
+            out[key].update(measure_probe(probe, level, r, embed, embed_sample, probe_n, seed, r_vecs,
+                                              probe_draws))
         if confidence is not None:
             pool = [s for s in samples if s["level"] == level]
             picked = _sample(pool, confidence_sample, seed)
