@@ -2,7 +2,12 @@
 
 import functools
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -116,6 +121,31 @@ def test_arms_run_in_parallel_and_the_control_counts_twice(tmp_path):
     span = {a.name: [float(x) for x in (a.workdir / "span").read_text().split()] for a in arms}
     assert span["default"][1] <= min(span["a"][0], span["b"][0])  # default + its control: 2 slots
     assert span["a"][0] < span["b"][1] and span["b"][0] < span["a"][1]  # a and b side by side
+
+
+def _sleep_forever(arm) -> None:
+    (arm.workdir / "pid").write_text(str(os.getpid()))
+    time.sleep(120)
+
+
+def test_sigterm_to_the_ablation_stops_its_arms(tmp_path):
+    # the parent is killed as a scheduler or CI timeout would kill it; its arms must not run on
+    code = (f"from selfloop.ablate import make_arms, run_arms\n"
+            f"from tests.test_ablate import SETS, _sleep_forever\n"
+            f"arms = make_arms(None, SETS, 1, __import__('pathlib').Path({str(tmp_path)!r}), {{'a': ()}})\n"
+            f"arms[0].workdir.mkdir()\n"
+            f"run_arms(arms, 2, target=_sleep_forever)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[1])
+    pid_file = tmp_path / "a" / "pid"
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert parent.poll() is None and time.monotonic() < deadline, "the arm never started"
+        time.sleep(0.2)
+    child = int(pid_file.read_text())
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(30) == 128 + signal.SIGTERM
+    with pytest.raises(ProcessLookupError):  # terminated and reaped by the parent
+        os.kill(child, 0)
 
 
 def _rows(acc, vendi=None, flags=None):

@@ -21,7 +21,6 @@ import multiprocessing as mp
 import os
 import re
 import shutil
-import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 from selfloop import loop
 from selfloop.config import ConfigError, Params, load_params, to_dict
 from selfloop.records import read_json, write_json
+from selfloop.terminate import sigterm_raises
 from selfloop.workspace import Workspace
 
 # Every arm: no DVC, no MLflow, no control arm (the default arm's control is the control),
@@ -172,8 +172,8 @@ def run_arm(arm: Arm) -> None:
 
 def _arm_process(arm: Arm) -> None:
     # SIGTERM as an exception, so the loop stops its own control process before exiting
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    run_arm(arm)
+    with sigterm_raises():
+        run_arm(arm)
 
 
 def run_arms(arms: Sequence[Arm], workers: int,
@@ -197,27 +197,29 @@ def run_arms(arms: Sequence[Arm], workers: int,
     def cost(a: Arm) -> int:
         return min(workers, 2 if a.params.run.control else 1)
 
-    try:
-        while pending or running:
-            while pending and cost(pending[0]) <= free:
-                arm = pending.pop(0)
-                proc = ctx.Process(target=target, args=(arm,), name=f"selfloop-ablate-{arm.name}")
-                proc.start()
-                running[proc.sentinel] = (arm, proc)
-                free -= cost(arm)
-            for sentinel in wait(list(running)):
-                arm, proc = running.pop(sentinel)
-                proc.join()
-                codes[arm.name] = proc.exitcode
-                free += cost(arm)
-                if proc.exitcode:
-                    print(f"[{arm.name}] failed (exit code {proc.exitcode}); see its lines above",
-                          file=sys.stderr, flush=True)
-    finally:
-        for _, proc in running.values():
-            with contextlib.suppress(Exception):
-                proc.terminate()
-                proc.join(10)
+    # a SIGTERM (kill, a CI timeout, a scheduler's cancel) must reach the `finally` below
+    with sigterm_raises():
+        try:
+            while pending or running:
+                while pending and cost(pending[0]) <= free:
+                    arm = pending.pop(0)
+                    proc = ctx.Process(target=target, args=(arm,), name=f"selfloop-ablate-{arm.name}")
+                    proc.start()
+                    running[proc.sentinel] = (arm, proc)
+                    free -= cost(arm)
+                for sentinel in wait(list(running)):
+                    arm, proc = running.pop(sentinel)
+                    proc.join()
+                    codes[arm.name] = proc.exitcode
+                    free += cost(arm)
+                    if proc.exitcode:
+                        print(f"[{arm.name}] failed (exit code {proc.exitcode}); see its lines above",
+                              file=sys.stderr, flush=True)
+        finally:
+            for _, proc in running.values():
+                with contextlib.suppress(Exception):
+                    proc.terminate()
+                    proc.join(10)
     return codes
 
 

@@ -29,6 +29,7 @@ from selfloop.steps import generate as gen
 from selfloop.steps import plan as pl
 from selfloop.steps import reference as ref
 from selfloop.steps import train as tr
+from selfloop.terminate import sigterm_raises
 from selfloop.workspace import Workspace
 
 
@@ -495,7 +496,15 @@ def drive(params: Params, ws: Workspace, rep: Reporter, *, prepare_fn=prepare, b
     """The whole run, given how to do each part: the plain loop calls the functions above,
     the Prefect flow passes its tasks and per-iteration subflow. Generations already done
     (their metrics.json exists) are kept. ``recorder`` (default: ``recording.Recorder``)
-    versions each finished part with DVC and tracks it in MLflow."""
+    versions each finished part with DVC and tracks it in MLflow. A SIGTERM stops the control
+    arm's process and marks the tracked run failed before this process exits (143)."""
+    with sigterm_raises():
+        return _drive(params, ws, rep, prepare_fn=prepare_fn, base_fn=base_fn,
+                      iteration_fn=iteration_fn, recorder=recorder)
+
+
+def _drive(params: Params, ws: Workspace, rep: Reporter, *, prepare_fn, base_fn, iteration_fn,
+           recorder) -> dict:
     from selfloop.recording import Recorder
 
     t0 = time.perf_counter()
