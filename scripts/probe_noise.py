@@ -21,7 +21,17 @@ from pathlib import Path
 SEED_STRIDE = 1000  # seed s samples with the run's evaluation seed + s * SEED_STRIDE
 
 
-def probe_vendi(workdir: Path, generation: int, seed_offset: int) -> float:
+def probe_vendi(workdir: Path, generation: int, seed_offset: int) -> float | None:
+    """Mean over levels of the probe's well-formed n-gram Vendi when the checkpoint of
+    ``generation`` is evaluated with sampling seed number ``seed_offset`` (0: the run's own);
+    None when no level has a well-formed answer."""
+    from selfloop.monitor import mean_vendi
+
+    return mean_vendi(probe_measures(workdir, generation, seed_offset), "probe_well_formed")
+
+
+def probe_measures(workdir: Path, generation: int, seed_offset: int) -> dict:
+    """Per level, the measure step's probe numbers (``measure_probe``, without reference)."""
     from selfloop import loop
     from selfloop import model as mdl
     from selfloop.config import params_from_dict
@@ -43,9 +53,8 @@ def probe_vendi(workdir: Path, generation: int, seed_offset: int) -> float:
         for got, p in zip(answers, problems, strict=True):
             probe += [{"level": level, "response": a,
                        "well_formed": domain.verify(a, p, params.verify.max_chars).well_formed} for a in got]
-    values = [measure_probe(probe, lv, [], None, 0, m.probe_n, pl.generation_seed(params, generation), None,
-                            m.probe_draws)["probe_well_formed"]["vendi_ngram"] for lv in params.domain.levels]
-    return statistics.fmean(values)
+    return {str(lv): measure_probe(probe, lv, [], None, 0, m.probe_n, pl.generation_seed(params, generation),
+                                   None, m.probe_draws) for lv in params.domain.levels}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     for g in args.generations:
         got = []
         for s in range(args.seeds):
-            got.append(probe_vendi(args.workdir, g, s))
-            print(f"generation {g} seed {s}: {got[-1]:.3f}", flush=True)
+            value = probe_vendi(args.workdir, g, s)
+            print(f"generation {g} seed {s}: " + ("-" if value is None else f"{value:.3f}"), flush=True)
+            if value is not None:
+                got.append(value)
+        if not got:
+            continue
         sd = f"{statistics.stdev(got):.3f}" if len(got) > 1 else "-"
         print(f"generation {g}: mean {statistics.fmean(got):.3f}, sd {sd} over {len(got)} seeds", flush=True)
     return 0

@@ -1,0 +1,30 @@
+"""scripts/probe_noise.py re-samples a checkpoint's probe: seed 0 must be the run's own value."""
+
+import runpy
+from pathlib import Path
+
+from selfloop.config import load_params
+from selfloop.loop import run
+from selfloop.monitor import mean_vendi
+from selfloop.records import read_json
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "probe_noise.py"
+
+
+def test_seed_zero_reproduces_the_recorded_probe(tiny_overrides, capsys):
+    params = load_params(None, [*tiny_overrides, "run.control=false"])
+    run(params)
+    root = Path(params.run.workdir)
+    recorded = read_json(root / "gen_001" / "diversity.json")
+    script = runpy.run_path(str(SCRIPT))
+    again = script["probe_measures"](root, 1, 0)
+    assert set(again) == set(recorded) == {"3", "4", "5"}
+    keys = ("n", "distinct", "vendi_ngram", "distinct_2", "well_formed_share")  # no reference: no KL
+    for level, got in again.items():
+        assert got["probe"]["n"] == 24  # 12 held-out problems x pass_k 2
+        assert {k: got["probe"][k] for k in keys} == {k: recorded[level]["probe"][k] for k in keys}
+        assert got["probe_well_formed"] == {k: v for k, v in recorded[level]["probe_well_formed"].items()
+                                            if k != "template_kl_vs_reference"}
+    assert script["probe_vendi"](root, 1, 0) == mean_vendi(recorded, "probe_well_formed")
+    assert script["main"]([str(root), "1", "--seeds", "2"]) == 0
+    assert "generation 1 seed 0:" in capsys.readouterr().out
