@@ -44,24 +44,29 @@ def _eval_row(g: int, levels: dict) -> dict:
     }
 
 
-def probe_vendi(ws: Workspace, g: int, arm: str = "loop") -> float | None:
-    """Mean over levels of the well-formed probe samples' n-gram Vendi of a generation without a
-    measure step (the base model, the control arm), as the measure step computes it (same
-    sample size and seed); None when its evaluation kept no samples."""
-    from selfloop.config import params_from_dict
-    from selfloop.records import read_jsonl
+def probe_levels(probe: list[dict], params, g: int) -> dict:
+    """Per level, the measure step's probe numbers for evaluation samples ``probe`` of
+    generation ``g`` (same sample size, draws and seed; no reference, so no KL or MMD)."""
     from selfloop.steps.measure import measure_probe
     from selfloop.steps.plan import generation_seed
+
+    m = params.measure
+    return {str(lv): measure_probe(probe, lv, [], None, 0, m.probe_n, generation_seed(params, g), None,
+                                   m.probe_draws) for lv in sorted({p["level"] for p in probe})}
+
+
+def probe_vendi(ws: Workspace, g: int, arm: str = "loop") -> float | None:
+    """Mean over levels of the well-formed probe samples' n-gram Vendi of a generation without a
+    measure step (the base model, the control arm), as the measure step computes it; None
+    when its evaluation kept no samples."""
+    from selfloop.config import params_from_dict
+    from selfloop.records import read_jsonl
 
     path = ws.gen(g, arm) / "eval_samples.jsonl"
     if not path.exists():
         return None
     params = params_from_dict(read_json(ws.root / "params.json"))
-    probe = read_jsonl(path)
-    m = params.measure
-    div = {str(lv): measure_probe(probe, lv, [], None, 0, m.probe_n, generation_seed(params, g), None,
-                                  m.probe_draws) for lv in sorted({p["level"] for p in probe})}
-    return mean_vendi(div, "probe_well_formed")
+    return mean_vendi(probe_levels(read_jsonl(path), params, g), "probe_well_formed")
 
 
 def generation_row(ws: Workspace, g: int) -> dict:

@@ -137,13 +137,18 @@ def bootstrap(params: Params, ws: Workspace, rep: Reporter) -> None:
     tr.save_checkpoint(model, tok, ws.model(0), {"generation": 0, "arm": "base"})
 
 
+def eval_seed(params: Params, g: int) -> int:
+    """The sampling seed of generation ``g``'s held-out evaluation (both arms)."""
+    return params.run.seed + 17 * g
+
+
 def evaluate(params: Params, ws: Workspace, g: int, arm: str, rep: Reporter) -> dict:
     model, tok = mdl.load(ws.model(g, arm))
     heldout = read_jsonl(ws.heldout)
     e = params.evaluate
     with rep.step(f"{arm} {g}: evaluate", len(heldout) * 2):
         result = ev.evaluate(domain_for(params, tok), _generator(params, model, tok), heldout,
-                             e.pass_k, e.temperature, params.run.seed + 17 * g,
+                             e.pass_k, e.temperature, eval_seed(params, g),
                              params.verify.max_chars, progress=rep.advance)
     # the pass@k samples first: eval.json, written last, marks the step done
     write_jsonl(ws.gen(g, arm) / "eval_samples.jsonl", result.pop("samples"))
