@@ -7,6 +7,7 @@ is the run's own, so its value must match diversity.json) and measures each samp
 the measure step does, so two generations can be compared against that noise.
 
     .venv/bin/python scripts/probe_noise.py runs/ablate/default 1 2 5 --seeds 4
+    .venv/bin/python scripts/probe_noise.py runs/ablate/default 1 3 --arm control
 
 Prints one line per generation and seed (mean over levels), then per generation the mean and
 standard deviation over seeds. 17 s for one generation and seed of the default model here,
@@ -21,16 +22,16 @@ from pathlib import Path
 SEED_STRIDE = 1000  # seed s samples with the run's evaluation seed + s * SEED_STRIDE
 
 
-def probe_vendi(workdir: Path, generation: int, seed_offset: int) -> float | None:
+def probe_vendi(workdir: Path, generation: int, seed_offset: int, arm: str = "loop") -> float | None:
     """Mean over levels of the probe's well-formed n-gram Vendi when the checkpoint of
-    ``generation`` is evaluated with sampling seed number ``seed_offset`` (0: the run's own);
-    None when no level has a well-formed answer."""
+    ``generation`` (of ``arm``: the loop or its control) is evaluated with sampling seed
+    number ``seed_offset`` (0: the run's own); None when no level has a well-formed answer."""
     from selfloop.monitor import mean_vendi
 
-    return mean_vendi(probe_measures(workdir, generation, seed_offset), "probe_well_formed")
+    return mean_vendi(probe_measures(workdir, generation, seed_offset, arm), "probe_well_formed")
 
 
-def probe_measures(workdir: Path, generation: int, seed_offset: int) -> dict:
+def probe_measures(workdir: Path, generation: int, seed_offset: int, arm: str = "loop") -> dict:
     """Per level, the measure step's probe numbers after the evaluate step's own evaluation
     (greedy answers included) with seed ``loop.eval_seed + SEED_STRIDE * seed_offset``."""
     from selfloop import loop
@@ -43,7 +44,7 @@ def probe_measures(workdir: Path, generation: int, seed_offset: int) -> dict:
 
     ws = Workspace(workdir)
     params = params_from_dict(read_json(ws.root / "params.json"))
-    model, tok = mdl.load(ws.model(generation))
+    model, tok = mdl.load(ws.model(generation, arm))
     e, seed = params.evaluate, loop.eval_seed(params, generation) + SEED_STRIDE * seed_offset
     result = evaluate(loop.domain_for(params, tok), loop._generator(params, model, tok),
                       read_jsonl(ws.heldout), e.pass_k, e.temperature, seed, params.verify.max_chars)
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("workdir", type=Path, help="a finished run's directory (e.g. runs/ablate/default)")
     ap.add_argument("generations", type=int, nargs="+", help="generations whose checkpoints to re-sample")
     ap.add_argument("--seeds", type=int, default=4, help="evaluation seeds per generation (default: 4)")
+    ap.add_argument("--arm", choices=("loop", "control"), default="loop",
+                    help="whose checkpoints: the loop's (default) or its control arm's")
     args = ap.parse_args(argv)
     import torch
 
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     for g in args.generations:
         got = []
         for s in range(args.seeds):
-            value = probe_vendi(args.workdir, g, s)
+            value = probe_vendi(args.workdir, g, s, args.arm)
             print(f"generation {g} seed {s}: " + ("-" if value is None else f"{value:.3f}"), flush=True)
             if value is not None:
                 got.append(value)

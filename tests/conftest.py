@@ -1,4 +1,5 @@
 import os
+import signal
 
 import pytest
 
@@ -26,6 +27,17 @@ TINY = [
     "track.mlflow=false",  # tests of tracking turn it on (a fresh MLflow store costs ~6 s)
     "measure.embeddings=false",  # loading the embedding model costs ~8 s per process
 ]
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def pytest_configure(config) -> None:
+    """SIGTERM (a CI timeout, `kill`) interrupts the session like Ctrl-C, so fixtures tear
+    down: by default it ends pytest at once and the Prefect server a test started, or a run
+    it spawned, is left running."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 @pytest.fixture
