@@ -64,3 +64,43 @@ def test_sft_runs_without_activation_checkpointing(monkeypatch):
     tr.sft(model, tok, rows, steps=1, batch_size=2, lr=1e-3, scheduler="constant", warmup_ratio=0.0,
            weight_decay=0.0, seed=0, max_length=16)
     assert seen["ac"] is False
+
+
+def test_train_schedule_sets_the_learning_rate_over_a_call(monkeypatch):
+    """train.schedule: 'constant' keeps the peak to the last step; 'cosine' and 'linear'
+    decay to 0 by it. Read from the real trainer's optimizer at every step."""
+    import pytest
+    import trl
+    from transformers import TrainerCallback
+
+    from selfloop import loop
+    from selfloop.config import load_params
+
+    lrs: list[float] = []
+
+    class Record(TrainerCallback):
+        def on_step_begin(self, args, state, control, optimizer=None, **kw):
+            lrs.append(optimizer.param_groups[0]["lr"])
+
+    real = trl.SFTTrainer
+
+    def spy(*a, callbacks=(), **kw):
+        return real(*a, callbacks=[*callbacks, Record()], **kw)
+
+    monkeypatch.setattr(trl, "SFTTrainer", spy)
+    tok = mdl.build_char_tokenizer("0123456789+")
+    steps = 8
+    rows = {"input_ids": [[1, 2, 3]] * (2 * steps), "labels": [[-100, 2, 3]] * (2 * steps)}
+    got = {}
+    for schedule in ("constant", "cosine", "linear"):
+        params = load_params(None, [f"train.schedule={schedule}", f"train.steps={steps}",
+                                    "train.batch_size=2", "train.lr=0.01", "model.n_positions=16"])
+        lrs.clear()
+        loop._train(params, mdl.build_gpt2(tok, 1, 16, 2, 16, seed=0), tok, rows, 0, loop.NullReporter())
+        got[schedule] = list(lrs)
+    assert got["constant"] == [pytest.approx(0.01)] * steps
+    for schedule in ("cosine", "linear"):
+        assert got[schedule][0] == pytest.approx(0.01)
+        assert all(a > b for a, b in zip(got[schedule], got[schedule][1:], strict=False))  # decays each step
+        assert got[schedule][-1] < 0.01 / steps * 1.5  # the last step is near 0
+    assert got["cosine"][steps // 4] > got["linear"][steps // 4]  # cosine stays higher early on

@@ -78,6 +78,10 @@ class TrainConfig:
     batch_size: int = _f(64, "Examples per optimizer step.")
     lr: float = _f(1e-3, "Peak learning rate.")
     warmup_ratio: float = _f(0.0, "Fraction of steps spent warming up the learning rate.")
+    schedule: str = _f(
+        "constant", "Learning rate over each training call's steps, after warm-up: 'constant' "
+        "(the peak throughout), 'cosine' or 'linear' (decay to 0 by its last step; the next call "
+        "starts at the peak again).")
     reference_fraction: float = _f(
         0.2, "Share of every training batch drawn from the reference data (fixed, not proportional)."
     )
@@ -212,6 +216,7 @@ class Params:
 
 
 SELECTIONS = ("distinct", "one", "greedy")
+SCHEDULES = ("constant", "cosine", "linear")
 
 
 class ConfigError(ValueError):
@@ -335,6 +340,7 @@ def validate(p: Params) -> None:
         (p.run.threads >= 1, "run.threads must be >= 1"),
         (p.run.patience >= 0, "run.patience must be >= 0"),
         (p.train.template_balance >= 0, "train.template_balance must be >= 0"),
+        (p.train.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(map(repr, SCHEDULES))}"),
         (0 <= p.monitor.audit_floor <= 1, "monitor.audit_floor must be in [0, 1]"),
         (p.measure.probe_n >= 2, "measure.probe_n must be >= 2"),
         (p.measure.probe_draws >= 1, "measure.probe_draws must be >= 1"),

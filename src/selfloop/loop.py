@@ -332,10 +332,14 @@ def iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     return finish_iteration(ws, g, stats, timer.times, memory=timer.memory)
 
 
+# train.schedule -> the transformers scheduler (each with the configured warm-up first)
+SCHEDULERS = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
+
+
 def _train(params: Params, model, tok, rows: list[dict], seed: int, rep: Reporter) -> None:
     t = params.train
     tr.sft(model, tok, rows, steps=t.steps, batch_size=t.batch_size, lr=t.lr,
-           scheduler="constant_with_warmup", warmup_ratio=t.warmup_ratio,
+           scheduler=SCHEDULERS[t.schedule], warmup_ratio=t.warmup_ratio,
            weight_decay=t.weight_decay, seed=seed, max_length=_max_length(model),
            progress=rep.advance)
 
