@@ -215,17 +215,21 @@ def test_report_recomputes_the_probe_as_the_measure_step_does(tmp_path):
     from selfloop.steps.plan import generation_seed
     from selfloop.workspace import Workspace
 
-    params = load_params(None, ["measure.probe_n=20", "run.seed=3"])
+    params = load_params(None, ["measure.probe_n=20", "measure.probe_draws=3", "run.seed=3"])
     ws = Workspace(tmp_path)
     write_json(tmp_path / "params.json", to_dict(params))
     probe = [{"level": lv, "response": f"{i}+{j}*{lv}", "well_formed": True, "reason": "wrong_value"}
              for lv in (3, 4) for i in range(1, 10) for j in range(1, 6)]
     ws.gen(0).mkdir(parents=True)
     write_jsonl(ws.gen(0) / "eval_samples.jsonl", probe)
-    expected = [measure_probe(probe, lv, [], None, 0, 20, generation_seed(params, 0))["probe_well_formed"]
-                for lv in (3, 4)]
-    assert all(e["n"] == 20 and "vendi_ngram_sd" in e for e in expected)
-    assert probe_vendi(ws, 0) == pytest.approx(sum(e["vendi_ngram"] for e in expected) / 2)
+    def expected(draws: int) -> list[dict]:
+        return [measure_probe(probe, lv, [], None, 0, 20, generation_seed(params, 0), draws=draws)
+                ["probe_well_formed"] for lv in (3, 4)]
+
+    assert all(e["n"] == 20 and "vendi_ngram_sd" in e for e in expected(3))
+    mean = [sum(e["vendi_ngram"] for e in expected(d)) / 2 for d in (3, 32)]
+    assert mean[0] != pytest.approx(mean[1])  # so the check below sees probe_draws honoured
+    assert probe_vendi(ws, 0) == pytest.approx(mean[0])
     assert probe_vendi(ws, 1) is None  # no samples kept
 
 
