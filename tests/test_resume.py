@@ -1,6 +1,7 @@
 """Reliability: a run killed at any point and resumed ends with the files a clean run writes;
 two runs never share a directory; resuming with other parameters is refused."""
 
+import json
 import os
 import signal
 import subprocess
@@ -64,6 +65,11 @@ def test_resume_with_other_parameters_is_refused(tmp_path, tiny_overrides, capsy
     assert "parameters differ from the saved run: ['train.lr']" in capsys.readouterr().err
     assert main([*cli_args(tiny_overrides, workdir), "--resume"]) == 0  # nothing left to do
     assert Path(workdir / "gen_002" / "metrics.json").exists()
+    saved = json.loads((workdir / "params.json").read_text())  # as an earlier selfloop left it
+    del saved["train"]["schedule"]
+    (workdir / "params.json").write_text(json.dumps(saved))
+    assert main([*cli_args(tiny_overrides, workdir), "--resume"]) == 2
+    assert "made by an earlier selfloop without ['train.schedule']" in capsys.readouterr().err
 
 
 def test_fresh_replaces_a_finished_run_in_place(tmp_path, tiny_overrides):

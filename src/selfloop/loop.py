@@ -397,9 +397,14 @@ def check_resume(ws: Workspace, params: Params) -> None:
     saved = read_json(saved_path)
     now = json.loads(json.dumps(to_dict(params)))
     # Tracking settings change where the run is recorded, not what it computes.
-    diff = [f"{s}.{k}" for s in now if s != "track" for k in now[s] if saved.get(s, {}).get(k) != now[s][k]]
+    keys = [(s, k) for s in now if s != "track" for k in now[s]]
+    missing = [f"{s}.{k}" for s, k in keys if k not in saved.get(s, {})]
+    diff = [f"{s}.{k}" for s, k in keys if k in saved.get(s, {}) and saved[s][k] != now[s][k]]
     if diff:
         raise ConfigError(f"cannot resume {ws.root}: parameters differ from the saved run: {diff}")
+    if missing:
+        raise ConfigError(f"cannot resume {ws.root}: it was made by an earlier selfloop without {missing}; "
+                          "finish it with that version, or start a new run")
 
 
 def done(path: Path) -> dict | None:
