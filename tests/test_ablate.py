@@ -103,12 +103,22 @@ def test_an_arm_may_not_change_the_base(tmp_path, override):
 
 
 def _record_span(arm) -> None:
-    """A stand-in arm process: writes when it started and ended."""
+    """A stand-in arm process: writes when it started and ended. Arms ``a`` and ``b`` each
+    wait (up to 60 s) for the other to have started, and record whether it did: a fixed sleep
+    made the test depend on how fast processes start on a loaded machine."""
     import time
 
     start = time.monotonic()
-    time.sleep(0.3)
-    (arm.workdir / "span").write_text(f"{start} {time.monotonic()}")
+    (arm.workdir / "started").write_text("")
+    together = 0
+    if arm.name in ("a", "b"):
+        other = arm.workdir.parent / {"a": "b", "b": "a"}[arm.name] / "started"
+        while not other.exists() and time.monotonic() < start + 60:
+            time.sleep(0.05)
+        together = int(other.exists())
+    else:
+        time.sleep(0.3)
+    (arm.workdir / "span").write_text(f"{start} {time.monotonic()} {together}")
 
 
 def test_arms_run_in_parallel_and_the_control_counts_twice(tmp_path):
@@ -120,7 +130,7 @@ def test_arms_run_in_parallel_and_the_control_counts_twice(tmp_path):
     assert run_arms(arms, 2, target=_record_span) == {"default": 0, "a": 0, "b": 0}
     span = {a.name: [float(x) for x in (a.workdir / "span").read_text().split()] for a in arms}
     assert span["default"][1] <= min(span["a"][0], span["b"][0])  # default + its control: 2 slots
-    assert span["a"][0] < span["b"][1] and span["b"][0] < span["a"][1]  # a and b side by side
+    assert span["a"][2] == span["b"][2] == 1  # a and b side by side: each saw the other start
 
 
 def _sleep_forever(arm) -> None:
