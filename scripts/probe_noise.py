@@ -9,9 +9,10 @@ the measure step does, so two generations can be compared against that noise.
     .venv/bin/python scripts/probe_noise.py runs/ablate/default 1 2 5 --seeds 4
     .venv/bin/python scripts/probe_noise.py runs/ablate/default 1 3 --arm control
 
-Prints one line per generation and seed (mean over levels), then per generation the mean and
-standard deviation over seeds. 17 s for one generation and seed of the default model here,
-with nothing else running."""
+Prints one line per generation and seed (the probe: mean over levels; ways: distinct correct
+answers per solved problem, pooled over levels, as the ablation report has them), then per
+generation the mean and standard deviation over seeds. 17 s for one generation and seed of
+the default model here, with nothing else running."""
 
 from __future__ import annotations
 
@@ -34,9 +35,27 @@ def probe_vendi(workdir: Path, generation: int, seed_offset: int, arm: str = "lo
 def probe_measures(workdir: Path, generation: int, seed_offset: int, arm: str = "loop") -> dict:
     """Per level, the measure step's probe numbers after the evaluate step's own evaluation
     (greedy answers included) with seed ``loop.eval_seed + SEED_STRIDE * seed_offset``."""
+    from selfloop.ablate_report import probe_levels
+
+    result, params = _evaluate(workdir, generation, seed_offset, arm)
+    return probe_levels(result["samples"], params, generation)
+
+
+def sample_measures(workdir: Path, generation: int, seed_offset: int,
+                    arm: str = "loop") -> tuple[float | None, float | None]:
+    """One evaluation's probe Vendi (as ``probe_vendi``) and its distinct correct answers per
+    solved problem, pooled over levels (as the ablation report computes it)."""
+    from selfloop.ablate_report import distinct_per_solved, probe_levels
+    from selfloop.monitor import mean_vendi
+
+    result, params = _evaluate(workdir, generation, seed_offset, arm)
+    return (mean_vendi(probe_levels(result["samples"], params, generation), "probe_well_formed"),
+            distinct_per_solved(result["levels"]))
+
+
+def _evaluate(workdir: Path, generation: int, seed_offset: int, arm: str):
     from selfloop import loop
     from selfloop import model as mdl
-    from selfloop.ablate_report import probe_levels
     from selfloop.config import params_from_dict
     from selfloop.records import read_json, read_jsonl
     from selfloop.steps.evaluate import evaluate
@@ -48,7 +67,12 @@ def probe_measures(workdir: Path, generation: int, seed_offset: int, arm: str = 
     e, seed = params.evaluate, loop.eval_seed(params, generation) + SEED_STRIDE * seed_offset
     result = evaluate(loop.domain_for(params, tok), loop._generator(params, model, tok),
                       read_jsonl(ws.heldout), e.pass_k, e.temperature, seed, params.verify.max_chars)
-    return probe_levels(result["samples"], params, generation)
+    return result, params
+
+
+def _summary(values: list[float]) -> str:
+    sd = f"{statistics.stdev(values):.3f}" if len(values) > 1 else "-"
+    return f"mean {statistics.fmean(values):.3f}, sd {sd} over {len(values)} seeds"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,16 +87,17 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     for g in args.generations:
-        got = []
+        probes, ways = [], []
         for s in range(args.seeds):
-            value = probe_vendi(args.workdir, g, s, args.arm)
-            print(f"generation {g} seed {s}: " + ("-" if value is None else f"{value:.3f}"), flush=True)
-            if value is not None:
-                got.append(value)
-        if not got:
-            continue
-        sd = f"{statistics.stdev(got):.3f}" if len(got) > 1 else "-"
-        print(f"generation {g}: mean {statistics.fmean(got):.3f}, sd {sd} over {len(got)} seeds", flush=True)
+            probe, way = sample_measures(args.workdir, g, s, args.arm)
+            print(f"generation {g} seed {s}: probe " + ("-" if probe is None else f"{probe:.3f}")
+                  + ", ways " + ("-" if way is None else f"{way:.3f}"), flush=True)
+            probes += [] if probe is None else [probe]
+            ways += [] if way is None else [way]
+        if probes:
+            print(f"generation {g}: probe {_summary(probes)}", flush=True)
+        if ways:
+            print(f"generation {g}: ways to a correct answer {_summary(ways)}", flush=True)
     return 0
 
 

@@ -71,7 +71,7 @@ def test_arms_share_one_base_and_report(tmp_path, monkeypatch):
         assert [r["generation"] for r in rows] == [0, 1, 2] and arm["complete"]
         assert rows[0]["mean_accuracy"] == results["base"]["mean_accuracy"]
         assert {"accuracy", "pass_at_k", "acceptance", "pool", "diversity", "monitor",
-                "vendi_samples", "vendi_accepted", "vendi_probe"} <= set(rows[1])
+                "vendi_samples", "vendi_accepted", "vendi_probe", "distinct_per_solved"} <= set(rows[1])
         # the held-out probe: every pass@k sample measured; the untrained TINY model writes
         # nothing well-formed, so there is no well-formed Vendi (None, not 0), base model included
         probe = rows[1]["diversity"]["3"]["probe"]
@@ -87,12 +87,29 @@ def test_arms_share_one_base_and_report(tmp_path, monkeypatch):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
     # a second run re-runs nothing; other parameters for a finished base or arm are refused
-    again = ablate(None, SETS, 2, ARMS_UNDER_TEST, workers=1, workdir=work, out=out, log=lambda _: None)
+    again = ablate(None, SETS, 2, ARMS_UNDER_TEST, workers=1, workdir=work, out=out,
+                   command="selfloop ablate --test", log=lambda _: None)
     assert again["ran"] == [] and again["skipped"] == ["collapse", "no_verifier"]
     with pytest.raises(ValueError, match=r"base was made with other \['bootstrap'\]"):
         ablate(None, [*SETS, "bootstrap.steps=31"], 2, ARMS_UNDER_TEST, workdir=work, out=out)
     with pytest.raises(ValueError, match=r"arm collapse: .*\['train.steps'\]; remove"):
         ablate(None, [*SETS, "train.steps=11"], 2, ARMS_UNDER_TEST, workdir=work, out=out)
+
+    # --report-only re-renders from the files as they are: no check, nothing run, the runs'
+    # command kept and its own added; an arm without a run is left out
+    table_before = (out / "table.md").read_text()
+    (out / "table.md").unlink()
+    again = ablate(None, [*SETS, "train.steps=11"], 2, {**ARMS_UNDER_TEST, "replace": ARMS["replace"]},
+                   workdir=work, out=out, command="selfloop ablate --report-only", log=lambda _: None,
+                   report_only=True)
+    assert again["ran"] == [] and set(again["results"]["arms"]) == {"collapse", "no_verifier"}
+    assert again["results"]["command"] == "selfloop ablate --test"
+    assert again["results"]["report_command"] == "selfloop ablate --report-only"
+    table_after = (out / "table.md").read_text()
+    assert table_after.startswith(table_before.rstrip("\n"))
+    assert "Report written from those runs' files by: `selfloop ablate --report-only`" in table_after
+    with pytest.raises(ValueError, match="no finished base run"):
+        ablate(None, SETS, 2, ARMS_UNDER_TEST, workdir=tmp_path / "none", out=out, report_only=True)
 
 
 @pytest.mark.parametrize("override", ["model.n_layer=2", "bootstrap.steps=5", "run.seed=1",
@@ -158,11 +175,11 @@ def test_sigterm_to_the_ablation_stops_its_arms(tmp_path):
         os.kill(child, 0)
 
 
-def _rows(acc, vendi=None, flags=None):
+def _rows(acc, vendi=None, flags=None, ways=None):
     """Generation rows as the report reads them: mean accuracy per generation (0: base)."""
     rows = []
     for g, a in enumerate(acc):
-        r = {"generation": g, "mean_accuracy": a}
+        r = {"generation": g, "mean_accuracy": a, "distinct_per_solved": ways[g] if ways else None}
         if g and vendi:
             r.update(vendi_samples=vendi[g - 1], vendi_accepted=vendi[g - 1] / 2,
                      vendi_probe=vendi[g - 1] / 4,
@@ -172,10 +189,20 @@ def _rows(acc, vendi=None, flags=None):
     return rows
 
 
+def test_distinct_per_solved_pools_levels_by_solved_problems():
+    from selfloop.ablate_report import distinct_per_solved
+
+    levels = {"3": {"n": 500, "pass_at_k": 0.2, "distinct_per_solved": 1.5},  # 100 solved, 150 answers
+              "4": {"n": 500, "pass_at_k": 0.1, "distinct_per_solved": 1.0},  # 50 solved, 50 answers
+              "5": {"n": 500, "pass_at_k": 0.0, "distinct_per_solved": 0.0}}
+    assert distinct_per_solved(levels) == pytest.approx(200 / 150)
+    assert distinct_per_solved({"5": levels["5"]}) is None
+
+
 def test_done_when_numbers(tmp_path):
     from selfloop.ablate_report import checks, onset, plots, table
 
-    default = _rows([0.1, 0.12, 0.14, 0.15, 0.16], [10, 11, 10.5, 12])
+    default = _rows([0.1, 0.12, 0.14, 0.15, 0.16], [10, 11, 10.5, 12], ways=[1.05, 1.1, 1.089, 1.2, 1.3])
     collapse = _rows([0.1, 0.12, 0.13, 0.10, 0.08], [10, 9.5, 8.5, 6], flags=(4,))
     assert onset(collapse, default) == 3  # vendi 8.5 < 0.9 x 10
     assert onset(_rows([0.1, 0.08], [10]), _rows([0.1, 0.12], [10])) == 1  # 4 points behind
@@ -188,6 +215,8 @@ def test_done_when_numbers(tmp_path):
     assert c["default"]["ever_flagged"] is False
     assert c["default"]["vendi_samples"] == {"fell_below_gen1": False, "min_ratio_to_gen1": 1.05}
     assert c["default"]["vendi_probe"] == {"fell_below_gen1": False, "min_ratio_to_gen1": 1.05}
+    ways = c["default"]["distinct_per_solved"]
+    assert ways == {"fell_below_gen1": True, "min_ratio_to_gen1": pytest.approx(0.99)}
     assert c["probe_vs_gen1"]["collapse"]["min_ratio_to_gen1"] == pytest.approx(0.6)
     assert "control" not in c["probe_vs_gen1"]
     assert c["collapse"]["onset"] == 3
@@ -202,6 +231,8 @@ def test_done_when_numbers(tmp_path):
     text = table(results)
     assert "| collapse | 4 | 8.0% | 13.0% (2) | -8.0 pts (0.50x) | gen 4: raise_temperature" in text
     assert "| control | 4 |" in text
+    assert "| 5.00 → 6.00 | - → 2.50 → 3.00 | 1.050 → 1.100 → 1.300 |" in text  # default's last columns
+    assert "correct answers per solved problem True (0.990)" in text
     assert "probe Vendi, lowest of generations 2.. / generation 1's: default 1.050, collapse 0.600" in text
     assert all(p.stat().st_size > 5000 for p in plots(results, tmp_path))
 
@@ -259,16 +290,19 @@ def test_user_defined_arms_parse_and_reach_the_ablation(monkeypatch, capsys):
 
     seen = {}
 
-    def fake_ablate(params, sets, iterations, arms, *rest):
+    def fake_ablate(params, sets, iterations, arms, *rest, report_only=False):
         seen.update(arms)
+        seen["report_only"] = report_only
         raise ValueError("stop here")  # the CLI's error path: exit 2, nothing run
 
     monkeypatch.setattr(ab, "ablate", fake_ablate)
     assert main(["ablate", "--arm", "hot:plan.temperature=1.2"]) == 2
-    assert seen == {"hot": ("plan.temperature=1.2",)}  # --arm alone: no built-in arms
+    assert seen == {"hot": ("plan.temperature=1.2",), "report_only": False}  # --arm alone: no built-in arms
     seen.clear()
     assert main(["ablate", "--arms", "default", "--arm", "hot:plan.temperature=1.2"]) == 2
-    assert list(seen) == ["default", "hot"]
+    assert list(seen) == ["default", "hot", "report_only"]
+    seen.clear()
+    assert main(["ablate", "--arms", "default", "--report-only"]) == 2 and seen["report_only"] is True
     assert main(["ablate", "--arm", "a:plan.samples=2", "--arm", "a:plan.samples=3"]) == 2
     assert "given twice" in capsys.readouterr().err
 

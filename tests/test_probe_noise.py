@@ -3,6 +3,7 @@
 import runpy
 from pathlib import Path
 
+from selfloop.ablate_report import distinct_per_solved
 from selfloop.config import load_params
 from selfloop.loop import run
 from selfloop.monitor import mean_vendi
@@ -26,5 +27,8 @@ def test_seed_zero_reproduces_the_recorded_probe(tiny_overrides, capsys):
         assert got["probe_well_formed"] == {k: v for k, v in recorded[level]["probe_well_formed"].items()
                                             if k != "template_kl_vs_reference"}
     assert script["probe_vendi"](root, 1, 0) == mean_vendi(recorded, "probe_well_formed")
+    # the untrained TINY model solves nothing: no ways to a correct answer, here as recorded
+    ways = distinct_per_solved(read_json(root / "gen_001" / "eval.json")["levels"])
+    assert script["sample_measures"](root, 1, 0) == (mean_vendi(recorded, "probe_well_formed"), ways)
     assert script["main"]([str(root), "1", "--seeds", "2"]) == 0
-    assert "generation 1 seed 0:" in capsys.readouterr().out
+    assert "generation 1 seed 0: probe " in capsys.readouterr().out

@@ -226,15 +226,22 @@ def run_arms(arms: Sequence[Arm], workers: int,
 def ablate(params_path: str | Path | None = "params.yaml", sets: Sequence[str] = (), iterations: int = 10,
            arms: Mapping[str, Sequence[str]] | None = None, workers: int = 2,
            workdir: str | Path = "runs/ablate", out: str | Path = "reports/ablation", command: str = "",
-           log: Callable[[str], None] = print) -> dict:
+           log: Callable[[str], None] = print, report_only: bool = False) -> dict:
     """Base run, arms, report. Returns {"ran": arms run now, "skipped": arms already complete,
-    "failed": {arm: exit code}, "results": the report's results, "files": what it wrote}."""
+    "failed": {arm: exit code}, "results": the report's results, "files": what it wrote}.
+
+    ``report_only``: only write the report, from the arm directories as they are (nothing is
+    checked against today's parameters or run): to re-render runs made by an earlier version,
+    or arms still running. The report keeps the command that made the runs (from the previous
+    results.json in ``out``) and adds this one as the report's own."""
     from selfloop.ablate_report import write_report
 
     workdir = Path(workdir)
     chosen = dict(ARMS if arms is None else arms)
     base = base_params(params_path, sets, workdir)
     todo = make_arms(params_path, sets, iterations, workdir, chosen)
+    if report_only:
+        return _report_only(Path(base.run.workdir), todo, Path(out), command, log)
     check_base(base)
     for arm in todo:  # refuse now, not after the base: an arm run with other parameters
         try:
@@ -263,3 +270,21 @@ def ablate(params_path: str | Path | None = "params.yaml", sets: Sequence[str] =
                                   {a.name: list(a.overrides) for a in todo}, Path(out), command)
     return {"ran": [a.name for a in pending], "skipped": skipped, "failed": failed,
             "results": results, "files": files}
+
+
+def _report_only(base: Path, arms: Sequence[Arm], out: Path, command: str,
+                 log: Callable[[str], None]) -> dict:
+    from selfloop.ablate_report import write_report
+
+    if not (base / "gen_000" / "eval.json").exists():
+        raise ValueError(f"no finished base run in {base}: nothing to report")
+    previous = out / "results.json"
+    runs_command = read_json(previous).get("command", "") if previous.exists() else ""
+    present = [a for a in arms if (a.workdir / "gen_000" / "eval.json").exists()]
+    for a in arms:
+        if a not in present:
+            log(f"{a.name}: no run in {a.workdir}, left out of the report")
+    results, files = write_report(base, {a.name: a.workdir for a in present},
+                                  {a.name: list(a.overrides) for a in present}, out, runs_command,
+                                  report_command=command)
+    return {"ran": [], "skipped": [a.name for a in present], "failed": {}, "results": results, "files": files}

@@ -11,7 +11,8 @@ The done-when numbers are computed here, not asserted:
 - whether the default arm was ever flagged;
 - collapse_monitor's final mean accuracy relative to the default arm's (within 10%);
 - whether the default arm's n-gram Vendi (samples, accepted answers, well-formed held-out probe
-  samples) ever fell below its generation-1 value.
+  samples), and its distinct correct answers per solved held-out problem, ever fell below
+  their generation-1 values.
 
 The probe (``steps.measure``): the held-out pass@k samples, the same problems at every
 generation and in every arm, so it is also shown for the base model (generation 0) and the
@@ -34,6 +35,16 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def distinct_per_solved(levels: dict) -> float | None:
+    """Distinct correct answers per solved held-out problem, pooled over levels (all correct
+    answers over all solved problems): how many ways to a right answer the model keeps in its
+    pass@k samples. None when nothing was solved."""
+    solved = sum(v["pass_at_k"] * v["n"] for v in levels.values())
+    if not solved:
+        return None
+    return sum(v["distinct_per_solved"] * v["pass_at_k"] * v["n"] for v in levels.values()) / solved
+
+
 def _eval_row(g: int, levels: dict) -> dict:
     return {
         "generation": g,
@@ -41,6 +52,7 @@ def _eval_row(g: int, levels: dict) -> dict:
         "mean_accuracy": _mean([v["greedy_acc"] for v in levels.values()]),
         "pass_at_k": {k: v["pass_at_k"] for k, v in levels.items()},
         "k": next(iter(levels.values()))["k"] if levels else None,
+        "distinct_per_solved": distinct_per_solved(levels),
     }
 
 
@@ -105,10 +117,14 @@ def arm_series(root: Path, arm: str = "loop") -> list[dict]:
     return rows
 
 
-def collect(base: Path, arms: dict[str, Path], overrides: dict[str, list[str]], command: str) -> dict:
-    """results.json: per arm (and the default arm's control generations as ``control``)."""
+def collect(base: Path, arms: dict[str, Path], overrides: dict[str, list[str]], command: str,
+            report_command: str = "") -> dict:
+    """results.json: per arm (and the default arm's control generations as ``control``).
+    ``report_command``: the command that wrote this report, when not the one that made the runs."""
     base_eval = read_json(Workspace(base).gen(0) / "eval.json")["levels"]
     out: dict = {"command": command, "base": _eval_row(0, base_eval), "arms": {}}
+    if report_command:
+        out["report_command"] = report_command
     for name, root in arms.items():
         if not (root / "gen_000" / "eval.json").exists():
             continue  # never seeded (failed before it started)
@@ -179,7 +195,8 @@ def checks(arms: dict) -> dict:
         out["default"] = {"ever_flagged": flag is not None, "first_flag": flag,
                           "vendi_samples": _fell_below_first(default, "vendi_samples"),
                           "vendi_accepted": _fell_below_first(default, "vendi_accepted"),
-                          "vendi_probe": _fell_below_first(default, "vendi_probe")}
+                          "vendi_probe": _fell_below_first(default, "vendi_probe"),
+                          "distinct_per_solved": _fell_below_first(default, "distinct_per_solved")}
     out["probe_vs_gen1"] = {name: _fell_below_first(r, "vendi_probe") for name, r in rows.items()
                             if name != CONTROL}
     if "collapse_monitor" in rows and default and len(default) > 1:
@@ -206,8 +223,8 @@ def table(results: dict) -> str:
     default = arms.get("default", {}).get("generations")
     lines = ["| arm | generations | final mean accuracy | best (generation) | vs default (final) | "
              "first monitor flag | samples Vendi gen 1 → last | accepted Vendi gen 1 → last | "
-             "probe Vendi gen 0 → 1 → last |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "probe Vendi gen 0 → 1 → last | correct answers per solved problem gen 0 → 1 → last |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, arm in arms.items():
         rows = arm["generations"]
         last = rows[-1]
@@ -222,20 +239,26 @@ def table(results: dict) -> str:
             f"gen {flag['generation']}: {', '.join(flag['decisions'])}"
         gens = rows[1:]
 
-        def span(key: str, gens: list[dict] = gens) -> str:
-            return "-" if not gens else f"{_num(gens[0].get(key))} → {_num(gens[-1].get(key))}"
+        def span(key: str, gens: list[dict] = gens, digits: int = 2) -> str:
+            if not gens:
+                return "-"
+            return f"{_num(gens[0].get(key), digits)} → {_num(gens[-1].get(key), digits)}"
 
         stop = (f" (stopped: {arm['stopped']})" if arm["stopped"]
                 else "" if arm["complete"] else " (incomplete)")
         lines.append(f"| {name}{stop} | {len(rows) - 1} | {_pct(last['mean_accuracy'])} | "
                      f"{_pct(best['mean_accuracy'])} ({best['generation']}) | {vs} | {flag_s} | "
                      f"{span('vendi_samples')} | {span('vendi_accepted')} | "
-                     f"{_num(rows[0].get('vendi_probe'))} → {span('vendi_probe')} |")
+                     f"{_num(rows[0].get('vendi_probe'))} → {span('vendi_probe')} | "
+                     f"{_num(rows[0].get('distinct_per_solved'), 3)} → "
+                     f"{span('distinct_per_solved', digits=3)} |")
     c = results["checks"]
     notes = ["", "Mean held-out greedy accuracy over levels; generation 0 is the shared base model "
              f"({_pct(results['base']['mean_accuracy'])}). Vendi: n-gram Vendi score, mean over levels. "
              "Probe: the well-formed held-out pass@k samples (same problems every generation and arm, "
-             "a fixed-size sample per level).", "",
+             "a fixed-size sample per level). Correct answers per solved problem: distinct correct "
+             "answers among the k held-out samples of each problem solved at least once, pooled over "
+             "levels.", "",
              "Checks (computed, not asserted):", ""]
     if "collapse" in c:
         x = c["collapse"]
@@ -250,7 +273,9 @@ def table(results: dict) -> str:
                      f"{x['vendi_accepted']['fell_below_gen1']} "
                      f"({_num(x['vendi_accepted']['min_ratio_to_gen1'], 3)}), "
                      f"probe Vendi {x['vendi_probe']['fell_below_gen1']} "
-                     f"({_num(x['vendi_probe']['min_ratio_to_gen1'], 3)})")
+                     f"({_num(x['vendi_probe']['min_ratio_to_gen1'], 3)}), correct answers per solved "
+                     f"problem {x['distinct_per_solved']['fell_below_gen1']} "
+                     f"({_num(x['distinct_per_solved']['min_ratio_to_gen1'], 3)})")
     if "collapse_monitor" in c:
         x = c["collapse_monitor"]
         notes.append(f"- collapse_monitor final accuracy / default's: {_num(x['ratio'])} "
@@ -263,6 +288,8 @@ def table(results: dict) -> str:
         notes.append("- (none: they need the default, collapse or collapse_monitor arms)")
     notes += ["", f"Onset: {c['definitions']['onset']}.", "",
               f"Produced by: `{results['command'] or 'selfloop ablate'}`", ""]
+    if results.get("report_command"):
+        notes += [f"Report written from those runs' files by: `{results['report_command']}`", ""]
     return "\n".join(lines + notes)
 
 
@@ -290,17 +317,21 @@ def plots(results: dict, out: Path) -> list[Path]:
     fig.savefig(acc, dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), sharex=True)
-    for ax, key, title in ((axes[0], "vendi_samples", "model's samples (plan's problems)"),
-                           (axes[1], "vendi_accepted", "accepted answers"),
-                           (axes[2], "vendi_probe", "well-formed held-out probe samples")):
+    fig, axes = plt.subplots(1, 4, figsize=(21, 4.5), sharex=True)
+    vendi = "n-gram Vendi (mean over levels)"
+    for ax, key, title, ylabel in (
+            (axes[0], "vendi_samples", "model's samples (plan's problems)", vendi),
+            (axes[1], "vendi_accepted", "accepted answers", vendi),
+            (axes[2], "vendi_probe", "well-formed held-out probe samples", vendi),
+            (axes[3], "distinct_per_solved", "held-out: ways to a correct answer",
+             "distinct correct answers per solved problem")):
+        held_out = key in ("vendi_probe", "distinct_per_solved")  # measured for the base and control too
         for name, arm in arms.items():
-            start = 0 if key == "vendi_probe" else 1  # the probe exists for the base model too
-            rows = [r for r in arm["generations"][start:] if r.get(key) is not None]
-            if (name != CONTROL or key == "vendi_probe") and rows:
+            rows = [r for r in arm["generations"][0 if held_out else 1:] if r.get(key) is not None]
+            if (name != CONTROL or held_out) and rows:
                 ax.plot([r["generation"] for r in rows], [r[key] for r in rows], marker="o", label=name,
                         color=color[name], linestyle="--" if name == CONTROL else "-")
-        ax.set(xlabel="generation", ylabel="n-gram Vendi (mean over levels)", title=title)
+        ax.set(xlabel="generation", ylabel=ylabel, title=title)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -313,9 +344,9 @@ def plots(results: dict, out: Path) -> list[Path]:
 
 
 def write_report(base: Path, arms: dict[str, Path], overrides: dict[str, list[str]], out: Path,
-                 command: str) -> tuple[dict, list[Path]]:
+                 command: str, report_command: str = "") -> tuple[dict, list[Path]]:
     out.mkdir(parents=True, exist_ok=True)
-    results = collect(base, arms, overrides, command)
+    results = collect(base, arms, overrides, command, report_command)
     write_json(out / "results.json", results)
     write_text(out / "table.md", "# Ablation\n\n" + table(results))
     return results, [out / "results.json", out / "table.md", *plots(results, out)]

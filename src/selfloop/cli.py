@@ -158,7 +158,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                 raise ValueError(f"--arm {spec!r}: arm {name!r} given twice")
             arms[name] = overrides
         out = ablate(args.params, args.set, args.iterations, arms, args.workers,
-                     args.workdir, args.out, shlex.join(["selfloop", *args.argv]))
+                     args.workdir, args.out, shlex.join(["selfloop", *args.argv]),
+                     report_only=args.report_only)
     except ValueError as e:  # ConfigError included
         print(f"selfloop: {e}", file=sys.stderr)
         return 2
@@ -262,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
                     "1: arms one after another in this process)")
     ab.add_argument("--workdir", default="runs/ablate", help="run directories (default: runs/ablate)")
     ab.add_argument("--out", default="reports/ablation", help="report directory (default: reports/ablation)")
+    ab.add_argument("--report-only", action="store_true",
+                    help="only write the report from the arm directories as they are (no checks, nothing "
+                    "run): for runs made by an earlier version, or arms still running")
     ab.set_defaults(func=cmd_ablate)
     li = sub.add_parser("lineage", help="where a record came from and which checkpoints trained on it")
     li.add_argument("record_id")
