@@ -3,6 +3,8 @@ import signal
 
 import pytest
 
+from selfloop.terminate import EXIT_CODE
+
 for k, v in {
     "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -38,6 +40,17 @@ def pytest_configure(config) -> None:
     down: by default it ends pytest at once and the Prefect server a test started, or a run
     it spawned, is left running."""
     signal.signal(signal.SIGTERM, _interrupt)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test inside ``selfloop.terminate.sigterm_raises`` (loop.run, the ablation's run_arms)
+    turns SIGTERM into SystemExit(143) instead, which pytest would count as that test's
+    failure and go on: stop the session after it, the same as an interrupt."""
+    yield
+    exc = call.excinfo.value if call.excinfo else None
+    if isinstance(exc, SystemExit) and exc.code == EXIT_CODE:
+        item.session.shouldstop = "SIGTERM"
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,11 +104,22 @@ def test_arms_share_one_base_and_report(tmp_path, monkeypatch):
                    workdir=work, out=out, command="selfloop ablate --report-only", log=lambda _: None,
                    report_only=True)
     assert again["ran"] == [] and set(again["results"]["arms"]) == {"collapse", "no_verifier"}
+    assert again["reported"] == again["skipped"] == ["collapse", "no_verifier"]
     assert again["results"]["command"] == "selfloop ablate --test"
     assert again["results"]["report_command"] == "selfloop ablate --report-only"
     table_after = (out / "table.md").read_text()
     assert table_after.startswith(table_before.rstrip("\n"))
     assert "Report written from those runs' files by: `selfloop ablate --report-only`" in table_after
+    # an arm whose seeding stopped before its params.json is left out; without an earlier
+    # report of these directories, the command that made the runs is not guessed
+    (work / "replace" / "gen_000").mkdir(parents=True)
+    shutil.copy(work / "base" / "gen_000" / "eval.json", work / "replace" / "gen_000" / "eval.json")
+    other = ablate(None, SETS, 2, {**ARMS_UNDER_TEST, "replace": ARMS["replace"]}, workdir=work,
+                   out=tmp_path / "other", command="selfloop ablate --report-only", log=lambda _: None,
+                   report_only=True)
+    assert other["reported"] == ["collapse", "no_verifier"]
+    assert other["results"]["command"].startswith(f"unknown (no earlier report of {work}")
+    assert other["results"]["arms"]["collapse"]["overrides"] == list(ARMS["collapse"])
     with pytest.raises(ValueError, match="no finished base run"):
         ablate(None, SETS, 2, ARMS_UNDER_TEST, workdir=tmp_path / "none", out=out, report_only=True)
 
@@ -217,6 +229,10 @@ def test_done_when_numbers(tmp_path):
     assert c["default"]["vendi_probe"] == {"fell_below_gen1": False, "min_ratio_to_gen1": 1.05}
     ways = c["default"]["distinct_per_solved"]
     assert ways == {"fell_below_gen1": True, "min_ratio_to_gen1": pytest.approx(0.99)}
+    # nothing solved at generation 1: no baseline, rather than a later generation standing in
+    unsolved = _rows([0.1, 0.1, 0.1, 0.1], ways=[1.0, None, 1.2, 1.1])
+    assert checks({"default": {"generations": unsolved}})["default"]["distinct_per_solved"] == {
+        "fell_below_gen1": None, "min_ratio_to_gen1": None}
     assert c["probe_vs_gen1"]["collapse"]["min_ratio_to_gen1"] == pytest.approx(0.6)
     assert "control" not in c["probe_vs_gen1"]
     assert c["collapse"]["onset"] == 3

@@ -248,7 +248,8 @@ def ablate(params_path: str | Path | None = "params.yaml", sets: Sequence[str] =
             loop.check_resume(Workspace(arm.workdir), arm.params)
         except ConfigError as e:
             raise ConfigError(f"arm {arm.name}: {e}; remove {arm.workdir} to run it again with "
-                              "these parameters, or pass another --workdir") from None
+                              "these parameters, pass another --workdir, or --report-only to only "
+                              "write the report of the runs as they are") from None
     base_ws = Workspace(Path(base.run.workdir))
     if complete(base_ws.root):
         log(f"base: complete in {base_ws.root}, reused")
@@ -274,17 +275,30 @@ def ablate(params_path: str | Path | None = "params.yaml", sets: Sequence[str] =
 
 def _report_only(base: Path, arms: Sequence[Arm], out: Path, command: str,
                  log: Callable[[str], None]) -> dict:
+    """The report from the arm directories as they are. What made the runs (the command, each
+    arm's overrides) comes from the previous report in ``out`` when that report is of these
+    same directories; otherwise the command is given as unknown and the overrides are today's
+    arm definitions."""
     from selfloop.ablate_report import write_report
 
     if not (base / "gen_000" / "eval.json").exists():
         raise ValueError(f"no finished base run in {base}: nothing to report")
-    previous = out / "results.json"
-    runs_command = read_json(previous).get("command", "") if previous.exists() else ""
-    present = [a for a in arms if (a.workdir / "gen_000" / "eval.json").exists()]
-    for a in arms:
-        if a not in present:
+    present = []
+    for a in arms:  # params.json is written last when an arm is seeded
+        if (a.workdir / "params.json").exists() and (a.workdir / "gen_000" / "eval.json").exists():
+            present.append(a)
+        else:
             log(f"{a.name}: no run in {a.workdir}, left out of the report")
-    results, files = write_report(base, {a.name: a.workdir for a in present},
-                                  {a.name: list(a.overrides) for a in present}, out, runs_command,
+    previous = read_json(out / "results.json") if (out / "results.json").exists() else {}
+    workdirs = {a.name: a.workdir.resolve() for a in present}
+    earlier = {name: arm for name, arm in previous.get("arms", {}).items() if name in workdirs}
+    same_runs = bool(earlier) and all(Path(arm["workdir"]).resolve() == workdirs[name]
+                                      for name, arm in earlier.items())
+    runs_command = (previous.get("command", "") if same_runs
+                    else f"unknown (no earlier report of {base.parent} in {out})")
+    overrides = {a.name: earlier[a.name]["overrides"] if same_runs and a.name in earlier
+                 else list(a.overrides) for a in present}
+    results, files = write_report(base, {a.name: a.workdir for a in present}, overrides, out, runs_command,
                                   report_command=command)
-    return {"ran": [], "skipped": [a.name for a in present], "failed": {}, "results": results, "files": files}
+    return {"ran": [], "skipped": [a.name for a in present if complete(a.workdir)], "failed": {},
+            "reported": [a.name for a in present], "results": results, "files": files}

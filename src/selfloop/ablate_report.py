@@ -168,11 +168,14 @@ def onset(rows: list[dict], default: list[dict] | None) -> int | None:
 
 
 def _fell_below_first(rows: list[dict], key: str) -> dict:
-    values = [r.get(key) for r in rows[1:] if r.get(key) is not None]
-    if len(values) < 2:
+    """Whether a later generation's ``key`` is below generation 1's (None when generation 1
+    has no value, or no later one has)."""
+    first = rows[1].get(key) if len(rows) > 1 else None
+    later = [r.get(key) for r in rows[2:] if r.get(key) is not None]
+    if first is None or not later:
         return {"fell_below_gen1": None, "min_ratio_to_gen1": None}
-    low = min(values[1:])
-    return {"fell_below_gen1": low < values[0], "min_ratio_to_gen1": low / values[0] if values[0] else None}
+    low = min(later)
+    return {"fell_below_gen1": low < first, "min_ratio_to_gen1": low / first if first else None}
 
 
 def checks(arms: dict) -> dict:
