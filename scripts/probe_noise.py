@@ -23,15 +23,6 @@ from pathlib import Path
 SEED_STRIDE = 1000  # seed s samples with the run's evaluation seed + s * SEED_STRIDE
 
 
-def probe_vendi(workdir: Path, generation: int, seed_offset: int, arm: str = "loop") -> float | None:
-    """Mean over levels of the probe's well-formed n-gram Vendi when the checkpoint of
-    ``generation`` (of ``arm``: the loop or its control) is evaluated with sampling seed
-    number ``seed_offset`` (0: the run's own); None when no level has a well-formed answer."""
-    from selfloop.monitor import mean_vendi
-
-    return mean_vendi(probe_measures(workdir, generation, seed_offset, arm), "probe_well_formed")
-
-
 def probe_measures(workdir: Path, generation: int, seed_offset: int, arm: str = "loop") -> dict:
     """Per level, the measure step's probe numbers after the evaluate step's own evaluation
     (greedy answers included) with seed ``loop.eval_seed + SEED_STRIDE * seed_offset``."""
@@ -43,7 +34,8 @@ def probe_measures(workdir: Path, generation: int, seed_offset: int, arm: str = 
 
 def sample_measures(workdir: Path, generation: int, seed_offset: int,
                     arm: str = "loop") -> tuple[float | None, float | None]:
-    """One evaluation's probe Vendi (as ``probe_vendi``) and its distinct correct answers per
+    """One evaluation's probe Vendi (mean over levels of ``probe_measures``' well-formed n-gram
+    Vendi; None when no level has a well-formed answer) and its distinct correct answers per
     solved problem, pooled over levels (as the ablation report computes it)."""
     from selfloop.ablate_report import distinct_per_solved, probe_levels
     from selfloop.monitor import mean_vendi

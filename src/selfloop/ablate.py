@@ -232,8 +232,7 @@ def ablate(params_path: str | Path | None = "params.yaml", sets: Sequence[str] =
 
     ``report_only``: only write the report, from the arm directories as they are (nothing is
     checked against today's parameters or run): to re-render runs made by an earlier version,
-    or arms still running. The report keeps the command that made the runs (from the previous
-    results.json in ``out``) and adds this one as the report's own."""
+    or arms still running (see ``_report_only``)."""
     from selfloop.ablate_report import write_report
 
     workdir = Path(workdir)

@@ -270,15 +270,13 @@ def table(results: dict) -> str:
                      f"flag within 2 generations of onset: {x['flag_within_2_of_onset']}")
     if "default" in c:
         x = c["default"]
+        fell = ", ".join(f"{label} {x[key]['fell_below_gen1']} ({_num(x[key]['min_ratio_to_gen1'], 3)})"
+                         for key, label in (("vendi_samples", "samples Vendi"),
+                                            ("vendi_accepted", "accepted Vendi"),
+                                            ("vendi_probe", "probe Vendi"),
+                                            ("distinct_per_solved", "correct answers per solved problem")))
         notes.append(f"- default arm ever flagged: {x['ever_flagged']}; fell below generation 1's "
-                     f"(lowest / generation 1's): samples Vendi {x['vendi_samples']['fell_below_gen1']} "
-                     f"({_num(x['vendi_samples']['min_ratio_to_gen1'], 3)}), accepted Vendi "
-                     f"{x['vendi_accepted']['fell_below_gen1']} "
-                     f"({_num(x['vendi_accepted']['min_ratio_to_gen1'], 3)}), "
-                     f"probe Vendi {x['vendi_probe']['fell_below_gen1']} "
-                     f"({_num(x['vendi_probe']['min_ratio_to_gen1'], 3)}), correct answers per solved "
-                     f"problem {x['distinct_per_solved']['fell_below_gen1']} "
-                     f"({_num(x['distinct_per_solved']['min_ratio_to_gen1'], 3)})")
+                     f"(lowest / generation 1's): {fell}")
     if "collapse_monitor" in c:
         x = c["collapse_monitor"]
         notes.append(f"- collapse_monitor final accuracy / default's: {_num(x['ratio'])} "

@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 from selfloop import diversity as dv
+from selfloop.config import MeasureConfig
 
 Embed = Callable[[Sequence[str]], object]
 
@@ -89,12 +90,11 @@ def mean_logprob(model, tok, prompts: list[str], responses: list[str], max_lengt
 
 def measure_probe(probe: list[dict], level: int, reference: list[str], embed: Embed | None,
                   embed_sample: int, probe_n: int, seed: int, reference_vectors=None,
-                  draws: int = 32) -> dict:
+                  draws: int = MeasureConfig.probe_draws) -> dict:
     """The probe's numbers at one level (see the module's docstring). The well-formed set's
     n-gram Vendi is the mean over ``draws`` seeded samples of ``probe_n``, and
-    ``vendi_ngram_sd`` the draws' standard deviation (in the default ablation arm, the mean
-    over levels of one draw had a standard deviation of 0.35-0.55, and 5 draws were up to 0.4
-    off the mean of 50). The other numbers are from the first draw."""
+    ``vendi_ngram_sd`` the draws' standard deviation (why several draws: see
+    ``measure.probe_draws`` in params.yaml). The other numbers are from the first draw."""
     rows = [p for p in probe if p["level"] == level]
     well = [p["response"] for p in rows if p["well_formed"]]
     first = measure_set(_sample(well, probe_n, seed), reference, None, embed_sample, seed)
@@ -114,7 +114,8 @@ def measure_probe(probe: list[dict], level: int, reference: list[str], embed: Em
 def measure(samples: list[dict], accepted: list[dict], reference: list[dict], embed: Embed | None,
             embed_sample: int, seed: int, confidence: Callable[[list[dict]], float] | None = None,
             confidence_sample: int = 512, probe: list[dict] | None = None, probe_n: int = 256,
-            audit: Callable[[dict], bool] | None = None, probe_draws: int = 32) -> dict:
+            audit: Callable[[dict], bool] | None = None,
+            probe_draws: int = MeasureConfig.probe_draws) -> dict:
     """Per level: the model's samples, the accepted answers, the held-out probe (when given),
     and the reference data's own numbers (the baseline monitors calibrate against). ``audit``
     (a trusted check of one record) gives the share of accepted answers that pass it."""
