@@ -41,6 +41,7 @@ def test_overrides_and_types(tmp_path):
         ("train.template_balance=-1", "train.template_balance must be >= 0"),
         ("measure.probe_n=1", "measure.probe_n must be >= 2"),
         ("measure.probe_draws=0", "measure.probe_draws must be >= 1"),
+        ("train.ema=1", "train.ema must be in [0, 1)"),
         ("train.schedule=step", "train.schedule must be one of 'constant', 'cosine', 'linear'"),
         ("nodots", "not of the form"),
     ],

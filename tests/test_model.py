@@ -104,3 +104,48 @@ def test_train_schedule_sets_the_learning_rate_over_a_call(monkeypatch):
         assert all(a > b for a, b in zip(got[schedule], got[schedule][1:], strict=False))  # decays each step
         assert got[schedule][-1] < 0.01 / steps * 1.5  # the last step is near 0
     assert got["cosine"][steps // 4] > got["linear"][steps // 4]  # cosine stays higher early on
+
+
+def test_train_ema_saves_the_moving_average_of_the_steps_weights(monkeypatch):
+    """train.ema: the model ends with the exponential moving average of its weights after each
+    step (the first step's weights, then decay * average + (1 - decay) * weights), read from
+    the real trainer; at 0 it ends with the last step's weights."""
+    import torch
+    import trl
+    from transformers import TrainerCallback
+
+    from selfloop import loop
+    from selfloop.config import load_params
+
+    seen: list[dict] = []
+
+    class Record(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            seen.append({k: v.detach().clone() for k, v in model.named_parameters()})
+
+    real = trl.SFTTrainer
+
+    def spy(*a, callbacks=(), **kw):
+        return real(*a, callbacks=[*callbacks, Record()], **kw)
+
+    monkeypatch.setattr(trl, "SFTTrainer", spy)
+    tok = mdl.build_char_tokenizer("0123456789+")
+    steps, decay = 4, 0.5
+    rows = {"input_ids": [[1, 2, 3], [4, 5, 6]] * steps, "labels": [[-100, 2, 3], [-100, 5, 6]] * steps}
+    ended = {}
+    for ema in (0.0, decay):
+        params = load_params(None, [f"train.ema={ema}", f"train.steps={steps}", "train.batch_size=2",
+                                    "train.lr=0.01", "model.n_positions=16"])
+        seen.clear()
+        model = mdl.build_gpt2(tok, 1, 16, 2, 16, seed=0)
+        loop._train(params, model, tok, rows, 0, loop.NullReporter())
+        ended[ema] = {k: v.detach().clone() for k, v in model.named_parameters()}
+        assert len(seen) == steps
+        if ema == 0.0:
+            last = seen[-1]
+            assert all(torch.equal(ended[ema][k], last[k]) for k in last)
+    expected = dict(seen[0])
+    for weights in seen[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * weights[k] for k in expected}
+    assert all(torch.allclose(ended[decay][k], expected[k], atol=1e-6) for k in expected)
+    assert not all(torch.allclose(ended[decay][k], seen[-1][k], atol=1e-6) for k in expected)

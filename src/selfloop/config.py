@@ -86,6 +86,9 @@ class TrainConfig:
         0.2, "Share of every training batch drawn from the reference data (fixed, not proportional)."
     )
     weight_decay: float = _f(0.0, "AdamW weight decay.")
+    ema: float = _f(
+        0.0, "Save an exponential moving average of the weights over each training call's steps, "
+        "with this decay per step (0: the last step's weights; 0.99 averages about the last 100).")
     template_balance: float = _f(
         0.0, "Each pass over the synthetic pool repeats an example about (count of its answer template "
         "in its level)^-this times, rescaled so level shares are kept (digits masked; 0: each once, "
@@ -340,6 +343,7 @@ def validate(p: Params) -> None:
         (p.run.threads >= 1, "run.threads must be >= 1"),
         (p.run.patience >= 0, "run.patience must be >= 0"),
         (p.train.template_balance >= 0, "train.template_balance must be >= 0"),
+        (0 <= p.train.ema < 1, "train.ema must be in [0, 1)"),
         (p.train.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(map(repr, SCHEDULES))}"),
         (0 <= p.monitor.audit_floor <= 1, "monitor.audit_floor must be in [0, 1]"),
         (p.measure.probe_n >= 2, "measure.probe_n must be >= 2"),

@@ -341,7 +341,7 @@ def _train(params: Params, model, tok, rows: list[dict], seed: int, rep: Reporte
     tr.sft(model, tok, rows, steps=t.steps, batch_size=t.batch_size, lr=t.lr,
            scheduler=SCHEDULERS[t.schedule], warmup_ratio=t.warmup_ratio,
            weight_decay=t.weight_decay, seed=seed, max_length=_max_length(model),
-           progress=rep.advance)
+           progress=rep.advance, ema=t.ema)
 
 
 def step_control_mix(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:

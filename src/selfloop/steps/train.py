@@ -50,9 +50,11 @@ def mix_to_rows(mix: list[dict], by_id: dict[str, dict], tokenizer, max_length: 
 def sft(
     model, tokenizer, rows: dict, *, steps: int, batch_size: int, lr: float,
     scheduler: str, warmup_ratio: float, weight_decay: float, seed: int, max_length: int,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, ema: float = 0.0,
 ):
-    """Run SFT over ``rows`` in order (exactly ``steps`` batches) and return the model."""
+    """Run SFT over ``rows`` in order (exactly ``steps`` batches) and return the model. With
+    ``ema`` > 0 the model ends with the exponential moving average of its weights over the
+    call's steps (torch's AveragedModel), not the last step's."""
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -62,8 +64,16 @@ def sft(
     if len(rows["input_ids"]) != steps * batch_size:
         raise ValueError(f"mix has {len(rows['input_ids'])} rows, expected {steps} x {batch_size}")
 
+    averaged = None
+    if ema:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema))
+
     class _Progress(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
+            if averaged is not None:
+                averaged.update_parameters(model)
             if progress:
                 progress(1)
 
@@ -104,6 +114,8 @@ def sft(
         )
         trainer.remove_callback(PrinterCallback)  # it prints a metrics dict; the caller reports
         trainer.train()
+    if averaged is not None:
+        model.load_state_dict(averaged.module.state_dict())
     model.eval()
     return model
 
