@@ -48,13 +48,13 @@ def sample_measures(workdir: Path, generation: int, seed_offset: int,
 def _evaluate(workdir: Path, generation: int, seed_offset: int, arm: str):
     from selfloop import loop
     from selfloop import model as mdl
-    from selfloop.config import params_from_dict
+    from selfloop.config import saved_params
     from selfloop.records import read_json, read_jsonl
     from selfloop.steps.evaluate import evaluate
     from selfloop.workspace import Workspace
 
     ws = Workspace(workdir)
-    params = params_from_dict(read_json(ws.root / "params.json"))
+    params = saved_params(read_json(ws.root / "params.json"))
     model, tok = mdl.load(ws.model(generation, arm))
     e, seed = params.evaluate, loop.eval_seed(params, generation) + SEED_STRIDE * seed_offset
     result = evaluate(loop.domain_for(params, tok), loop._generator(params, model, tok),

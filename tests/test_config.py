@@ -1,10 +1,11 @@
 import dataclasses
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from selfloop.config import ConfigError, Params, load_params
+from selfloop.config import ConfigError, Params, load_params, to_dict
 
 
 def test_params_yaml_matches_defaults():
@@ -55,3 +56,19 @@ def test_bad_values_name_the_key(override, message):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="no such parameters file"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_a_saved_run_without_a_later_key_reads_as_what_selfloop_did_before_it():
+    from selfloop.config import ADDED_KEYS, saved_params
+
+    saved = json.loads(json.dumps(to_dict(load_params(None, ["measure.probe_draws=7"]))))
+    for name in ADDED_KEYS:
+        section, key = name.split(".")
+        del saved[section][key]
+    kept = json.dumps(saved)
+    params = saved_params(saved)
+    assert params.measure.probe_draws == 5  # the mean of 5 draws before the key (today's default: 32)
+    assert params.train.schedule == "constant" and params.train.ema == 0.0
+    assert json.dumps(saved) == kept  # the caller's dict is not changed
+    assert saved_params(json.loads(json.dumps(to_dict(load_params(None, ["measure.probe_draws=7"]))))
+                        ).measure.probe_draws == 7  # a key the run has is its own

@@ -3,6 +3,7 @@ two runs never share a directory; resuming with other parameters is refused."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,11 +66,39 @@ def test_resume_with_other_parameters_is_refused(tmp_path, tiny_overrides, capsy
     assert "parameters differ from the saved run: ['train.lr']" in capsys.readouterr().err
     assert main([*cli_args(tiny_overrides, workdir), "--resume"]) == 0  # nothing left to do
     assert Path(workdir / "gen_002" / "metrics.json").exists()
-    saved = json.loads((workdir / "params.json").read_text())  # as an earlier selfloop left it
-    del saved["train"]["schedule"]
+
+
+
+def _as_made_before(workdir: Path, *keys: str) -> None:
+    """Drop ``keys`` from the run's params.json, as a selfloop from before them left it."""
+    saved = json.loads((workdir / "params.json").read_text())
+    for name in keys:
+        section, key = name.split(".")
+        del saved[section][key]
     (workdir / "params.json").write_text(json.dumps(saved))
+
+
+def test_resume_of_a_run_made_before_a_key_existed(tmp_path, tiny_overrides, capsys):
+    """A key added later reads as what selfloop did before it (config.ADDED_KEYS): the run
+    resumes when today's value does the same, and is refused, with the reason, when not;
+    a key whose absence means another computation is refused outright."""
+    workdir = tmp_path / "r"
+    assert main(cli_args(tiny_overrides, workdir)) == 0
+    shutil.rmtree(workdir / "gen_002")  # as if stopped before its last generation
+    _as_made_before(workdir, "train.schedule", "train.ema")  # constant and 0.0, today's defaults
+    assert main([*cli_args(tiny_overrides, workdir), "--resume"]) == 0
+    assert (workdir / "gen_002" / "metrics.json").exists()
+    saved = json.loads((workdir / "params.json").read_text())
+    assert saved["train"]["schedule"] == "constant" and saved["train"]["ema"] == 0.0  # written back
+    capsys.readouterr()
+    _as_made_before(workdir, "measure.probe_draws")  # 5 before the key, 32 today
     assert main([*cli_args(tiny_overrides, workdir), "--resume"]) == 2
-    assert "made by an earlier selfloop without ['train.schedule']" in capsys.readouterr().err
+    assert ("parameters differ from the saved run: ['measure.probe_draws']; measure.probe_draws: "
+            "the run predates this key, so it ran with 5") in capsys.readouterr().err
+    assert main([*cli_args(tiny_overrides, workdir), "--resume", "--set", "measure.probe_draws=5"]) == 0
+    _as_made_before(workdir, "measure.probe_n")
+    assert main([*cli_args(tiny_overrides, workdir), "--resume", "--set", "measure.probe_draws=5"]) == 2
+    assert "made by an earlier selfloop without ['measure.probe_n']" in capsys.readouterr().err
 
 
 def test_fresh_replaces_a_finished_run_in_place(tmp_path, tiny_overrides):

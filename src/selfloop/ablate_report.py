@@ -71,13 +71,13 @@ def probe_vendi(ws: Workspace, g: int, arm: str = "loop") -> float | None:
     """Mean over levels of the well-formed probe samples' n-gram Vendi of a generation without a
     measure step (the base model, the control arm), as the measure step computes it; None
     when its evaluation kept no samples."""
-    from selfloop.config import params_from_dict
+    from selfloop.config import saved_params
     from selfloop.records import read_jsonl
 
     path = ws.gen(g, arm) / "eval_samples.jsonl"
     if not path.exists():
         return None
-    params = params_from_dict(read_json(ws.root / "params.json"))
+    params = saved_params(read_json(ws.root / "params.json"))
     return mean_vendi(probe_levels(read_jsonl(path), params, g), "probe_well_formed")
 
 

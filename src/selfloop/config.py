@@ -322,6 +322,31 @@ def params_from_dict(data: dict[str, Any]) -> Params:
     return params
 
 
+# Keys added after runs were recorded, each with the value that does what selfloop did before
+# the key existed. A saved run without one is read (and resumed) as having that value, not
+# today's default. A key whose absence means the run computed something else (the probe's
+# probe_n and the gates' audit_floor came with the probe itself) has no entry here.
+ADDED_KEYS: dict[str, Any] = {"train.schedule": "constant", "train.ema": 0.0, "measure.probe_draws": 5}
+
+
+def with_added_keys(saved: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A saved run's parameters (``params.json``) with the ``ADDED_KEYS`` it lacks filled in,
+    and the names of those filled."""
+    out = {s: dict(v) if isinstance(v, dict) else v for s, v in saved.items()}
+    filled = []
+    for name, value in ADDED_KEYS.items():
+        section, key = name.split(".")
+        if key not in out.setdefault(section, {}):
+            out[section][key] = value
+            filled.append(name)
+    return out, filled
+
+
+def saved_params(data: dict[str, Any]) -> Params:
+    """A saved run's Params: ``params_from_dict`` after ``with_added_keys``."""
+    return params_from_dict(with_added_keys(data)[0])
+
+
 def validate(p: Params) -> None:
     """Cross-field checks with messages a user can act on."""
     checks = [

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from selfloop import model as mdl
 from selfloop import validate as gate
-from selfloop.config import ConfigError, Params, to_dict
+from selfloop.config import ConfigError, Params, to_dict, with_added_keys
 from selfloop.domains import Domain, get_domain
 from selfloop.generation import HFGenerator
 from selfloop.lock import exclusive
@@ -389,19 +389,27 @@ def _start_control(params: Params):
     return proc
 
 
+def _key(data: dict, name: str):
+    section, key = name.split(".")
+    return data[section][key]
+
+
 def check_resume(ws: Workspace, params: Params) -> None:
     """Resuming with other parameters would mix two runs: refuse, naming the keys."""
     saved_path = ws.root / "params.json"
     if not saved_path.exists():
         return
-    saved = read_json(saved_path)
+    saved, filled = with_added_keys(read_json(saved_path))
     now = json.loads(json.dumps(to_dict(params)))
     # Tracking settings change where the run is recorded, not what it computes.
     keys = [(s, k) for s in now if s != "track" for k in now[s]]
     missing = [f"{s}.{k}" for s, k in keys if k not in saved.get(s, {})]
     diff = [f"{s}.{k}" for s, k in keys if k in saved.get(s, {}) and saved[s][k] != now[s][k]]
     if diff:
-        raise ConfigError(f"cannot resume {ws.root}: parameters differ from the saved run: {diff}")
+        earlier = [f"{k}: the run predates this key, so it ran with {_key(saved, k)!r}"
+                   for k in diff if k in filled]
+        raise ConfigError(f"cannot resume {ws.root}: parameters differ from the saved run: {diff}"
+                          + "".join(f"; {e}" for e in earlier))
     if missing:
         raise ConfigError(f"cannot resume {ws.root}: it was made by an earlier selfloop without {missing}; "
                           "finish it with that version, or start a new run")

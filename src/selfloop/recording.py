@@ -233,9 +233,9 @@ def write_history(ws: Workspace, levels: list[int], last: int | None = None) -> 
 def model_versions(ws: Workspace):
     """Checkpoint sha256 -> MLflow model version for a run that was tracked (it has an
     mlflow.json), else None. Used by ``selfloop lineage``."""
-    from selfloop.config import params_from_dict
+    from selfloop.config import saved_params
 
     if not (ws.root / "mlflow.json").exists() or not (ws.root / "params.json").exists():
         return None
-    tracker = Recorder(params_from_dict(read_json(ws.root / "params.json")), ws).tracker
+    tracker = Recorder(saved_params(read_json(ws.root / "params.json")), ws).tracker
     return tracker.version_for_checkpoint if tracker else None

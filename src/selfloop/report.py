@@ -146,13 +146,13 @@ def attach(root: Path, path: Path) -> str | None:
     """Attach the report ``path`` to the loop's MLflow parent run when the run was tracked
     (ROOT/mlflow.json exists and params.json has track.mlflow on). Returns the run id, or
     None when the run was not tracked. Raises TrackingError when the store is unusable."""
-    from selfloop.config import params_from_dict
+    from selfloop.config import saved_params
     from selfloop.recording import Recorder
 
     root = Path(root)
     state, params = _json(root / "mlflow.json"), _json(root / "params.json")
     if not state or not params or not params.get("track", {}).get("mlflow"):
         return None
-    tracker = Recorder(params_from_dict(params), Workspace(root)).tracker
+    tracker = Recorder(saved_params(params), Workspace(root)).tracker
     tracker.log_report(state["run_id"], Path(path))
     return state["run_id"]

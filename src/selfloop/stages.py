@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from selfloop import loop
-from selfloop.config import Params, params_from_dict
+from selfloop.config import Params, saved_params
 from selfloop.recording import write_history
 from selfloop.records import read_json
 from selfloop.versioning import PARAMS
@@ -25,7 +25,7 @@ def stage_params(workdir: Path) -> Params:
         raise FileNotFoundError(f"{path}: not a selfloop run directory (no {PARAMS})")
     data = read_json(path)
     data.setdefault("run", {})["workdir"] = str(workdir)
-    return params_from_dict(data)
+    return saved_params(data)
 
 
 def _step(step: str, g: int | None, arm: str) -> Callable[[Params, Workspace, loop.Reporter], object]:
