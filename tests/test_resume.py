@@ -85,19 +85,22 @@ def test_resume_of_a_run_made_before_a_key_existed(tmp_path, tiny_overrides, cap
     workdir = tmp_path / "r"
     assert main(cli_args(tiny_overrides, workdir)) == 0
     shutil.rmtree(workdir / "gen_002")  # as if stopped before its last generation
-    _as_made_before(workdir, "train.schedule", "train.ema")  # constant and 0.0, today's defaults
+    _as_made_before(workdir, "train.schedule")  # 'constant' before the key, and today's default
     assert main([*cli_args(tiny_overrides, workdir), "--resume"]) == 0
     assert (workdir / "gen_002" / "metrics.json").exists()
-    saved = json.loads((workdir / "params.json").read_text())
-    assert saved["train"]["schedule"] == "constant" and saved["train"]["ema"] == 0.0  # written back
+    assert json.loads((workdir / "params.json").read_text())["train"]["schedule"] == "constant"
     capsys.readouterr()
-    _as_made_before(workdir, "measure.probe_draws")  # 5 before the key, 32 today
+    _as_made_before(workdir, "train.ema", "measure.probe_draws")  # 0.0 and 5 before; 0.99 and 32 today
     assert main([*cli_args(tiny_overrides, workdir), "--resume"]) == 2
-    assert ("parameters differ from the saved run: ['measure.probe_draws']; measure.probe_draws: "
-            "the run predates this key, so it ran with 5") in capsys.readouterr().err
-    assert main([*cli_args(tiny_overrides, workdir), "--resume", "--set", "measure.probe_draws=5"]) == 0
+    assert ("parameters differ from the saved run: ['train.ema', 'measure.probe_draws']; train.ema: "
+            "the run predates this key, so it ran with 0.0; measure.probe_draws: the run predates "
+            "this key, so it ran with 5") in capsys.readouterr().err
+    finish_as_begun = ["--set", "train.ema=0", "--set", "measure.probe_draws=5"]
+    assert main([*cli_args(tiny_overrides, workdir), "--resume", *finish_as_begun]) == 0
+    saved = json.loads((workdir / "params.json").read_text())
+    assert saved["train"]["ema"] == 0.0 and saved["measure"]["probe_draws"] == 5  # written back
     _as_made_before(workdir, "measure.probe_n")
-    assert main([*cli_args(tiny_overrides, workdir), "--resume", "--set", "measure.probe_draws=5"]) == 2
+    assert main([*cli_args(tiny_overrides, workdir), "--resume", *finish_as_begun]) == 2
     assert "made by an earlier selfloop without ['measure.probe_n']" in capsys.readouterr().err
 
 

@@ -87,8 +87,8 @@ class TrainConfig:
     )
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     ema: float = _f(
-        0.0, "Save an exponential moving average of the weights over each training call's steps, "
-        "with this decay per step (0: the last step's weights; 0.99 averages about the last 100).")
+        0.99, "Save an exponential moving average of the weights over each training call's steps, "
+        "with this decay per step (0.99 averages about the last 100; 0: the last step's weights).")
     template_balance: float = _f(
         0.0, "Each pass over the synthetic pool repeats an example about (count of its answer template "
         "in its level)^-this times, rescaled so level shares are kept (digits masked; 0: each once, "
