@@ -109,9 +109,11 @@ def test_train_schedule_sets_the_learning_rate_over_a_call(monkeypatch):
 def test_train_ema_saves_the_moving_average_of_the_steps_weights(monkeypatch):
     """train.ema: the model ends with the exponential moving average of its weights after each
     step (the first step's weights, then decay * average + (1 - decay) * weights), read from
-    the real trainer; at 0 it ends with the last step's weights."""
+    the real trainer, bit for bit what torch's AveragedModel gives; at 0 it ends with the last
+    step's weights."""
     import torch
     import trl
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
     from transformers import TrainerCallback
 
     from selfloop import loop
@@ -130,7 +132,7 @@ def test_train_ema_saves_the_moving_average_of_the_steps_weights(monkeypatch):
 
     monkeypatch.setattr(trl, "SFTTrainer", spy)
     tok = mdl.build_char_tokenizer("0123456789+")
-    steps, decay = 4, 0.5
+    steps, decay = 4, 0.8  # not 0.5, where decay and 1 - decay could be swapped unseen
     rows = {"input_ids": [[1, 2, 3], [4, 5, 6]] * steps, "labels": [[-100, 2, 3], [-100, 5, 6]] * steps}
     ended = {}
     for ema in (0.0, decay):
@@ -149,3 +151,34 @@ def test_train_ema_saves_the_moving_average_of_the_steps_weights(monkeypatch):
         expected = {k: decay * expected[k] + (1 - decay) * weights[k] for k in expected}
     assert all(torch.allclose(ended[decay][k], expected[k], atol=1e-6) for k in expected)
     assert not all(torch.allclose(ended[decay][k], seen[-1][k], atol=1e-6) for k in expected)
+    holder = mdl.build_gpt2(tok, 1, 16, 2, 16, seed=0)
+    oracle = AveragedModel(holder, multi_avg_fn=get_ema_multi_avg_fn(decay))
+    for weights in seen:
+        with torch.no_grad():
+            for k, p in holder.named_parameters():
+                p.copy_(weights[k])
+        oracle.update_parameters(holder)
+    assert all(torch.equal(ended[decay][k], p) for k, p in oracle.module.named_parameters())
+
+
+def test_weight_average_of_a_bfloat16_model_keeps_small_steps():
+    """The average is float32: 1% steps toward weights one bfloat16 rounding unit away add up
+    (kept in bfloat16, each would round back to the first weights)."""
+    import torch
+
+    from selfloop.steps.train import WeightAverage
+
+    layer = torch.nn.Linear(4, 4, bias=False).to(torch.bfloat16)
+    unit = 2.0 ** -7  # bfloat16's spacing just above 1.0
+    average = WeightAverage(layer, 0.99)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+        average.update()
+        layer.weight.fill_(1.0 + unit)
+        for _ in range(100):
+            average.update()
+    assert average.average[0].dtype == torch.float32
+    assert torch.allclose(average.average[0], torch.full((4, 4), 1.0 + unit * (1 - 0.99 ** 100)))
+    average.apply()
+    assert layer.weight.dtype == torch.bfloat16
+    assert torch.all(layer.weight == 1.0 + unit)  # 1.00495 rounds to the upper neighbour

@@ -68,7 +68,6 @@ def test_resume_with_other_parameters_is_refused(tmp_path, tiny_overrides, capsy
     assert Path(workdir / "gen_002" / "metrics.json").exists()
 
 
-
 def _as_made_before(workdir: Path, *keys: str) -> None:
     """Drop ``keys`` from the run's params.json, as a selfloop from before them left it."""
     saved = json.loads((workdir / "params.json").read_text())
@@ -93,10 +92,13 @@ def test_resume_of_a_run_made_before_a_key_existed(tmp_path, tiny_overrides, cap
     _as_made_before(workdir, "train.ema", "measure.probe_draws")  # 0.0 and 5 before; 0.99 and 32 today
     assert main([*cli_args(tiny_overrides, workdir), "--resume"]) == 2
     assert ("parameters differ from the saved run: ['train.ema', 'measure.probe_draws']; train.ema: "
-            "the run predates this key, so it ran with 0.0; measure.probe_draws: the run predates "
-            "this key, so it ran with 5") in capsys.readouterr().err
-    finish_as_begun = ["--set", "train.ema=0", "--set", "measure.probe_draws=5"]
+            "the run predates this key, so it ran with 0.0 (--set train.ema=0.0 finishes it as it "
+            "began); measure.probe_draws: the run predates this key, so it ran with 5 (--set "
+            "measure.probe_draws=5 finishes it as it began)") in capsys.readouterr().err
+    finish_as_begun = ["--set", "train.ema=0.0", "--set", "measure.probe_draws=5"]
+    shutil.rmtree(workdir / "gen_002")  # so that the resume below trains a generation again
     assert main([*cli_args(tiny_overrides, workdir), "--resume", *finish_as_begun]) == 0
+    assert (workdir / "gen_002" / "metrics.json").exists()
     saved = json.loads((workdir / "params.json").read_text())
     assert saved["train"]["ema"] == 0.0 and saved["measure"]["probe_draws"] == 5  # written back
     _as_made_before(workdir, "measure.probe_n")

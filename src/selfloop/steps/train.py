@@ -47,6 +47,43 @@ def mix_to_rows(mix: list[dict], by_id: dict[str, dict], tokenizer, max_length: 
     return cols
 
 
+class WeightAverage:
+    """Exponential moving average of a model's parameters: the first ``update`` copies them,
+    each later one moves the average ``1 - decay`` of the way to them; ``apply`` writes the
+    average into the model.
+
+    The update is torch's EMA (``torch.optim.swa_utils.get_ema_multi_avg_fn``: a foreach
+    lerp), so a float32 model gets the same bits as with ``AveragedModel``. That class is not
+    used because it deep-copies the whole module and keeps the average in the model's dtype:
+    in bfloat16 a 1% step toward weights one rounding unit away rounds back to nothing, so a
+    user's bf16 model would keep its first step's weights. Here the average is float32 and
+    holds parameters only (a tied weight once): 4 bytes per parameter."""
+
+    def __init__(self, model, decay: float):
+        self.params = list(model.parameters())
+        self.decay = decay
+        self.average: list | None = None
+
+    def update(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            current = [p.detach().float() for p in self.params]
+            if self.average is None:
+                self.average = [c.clone() for c in current]
+            else:
+                torch._foreach_lerp_(self.average, current, 1 - self.decay)
+
+    def apply(self) -> None:
+        import torch
+
+        if self.average is None:
+            return
+        with torch.no_grad():
+            for p, a in zip(self.params, self.average, strict=True):
+                p.copy_(a)
+
+
 def sft(
     model, tokenizer, rows: dict, *, steps: int, batch_size: int, lr: float,
     scheduler: str, warmup_ratio: float, weight_decay: float, seed: int, max_length: int,
@@ -54,7 +91,7 @@ def sft(
 ):
     """Run SFT over ``rows`` in order (exactly ``steps`` batches) and return the model. With
     ``ema`` > 0 the model ends with the exponential moving average of its weights over the
-    call's steps (torch's AveragedModel), not the last step's."""
+    call's steps (``WeightAverage``), not the last step's."""
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -64,16 +101,12 @@ def sft(
     if len(rows["input_ids"]) != steps * batch_size:
         raise ValueError(f"mix has {len(rows['input_ids'])} rows, expected {steps} x {batch_size}")
 
-    averaged = None
-    if ema:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema))
+    averaged = WeightAverage(model, ema) if ema else None
 
     class _Progress(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             if averaged is not None:
-                averaged.update_parameters(model)
+                averaged.update()
             if progress:
                 progress(1)
 
@@ -115,7 +148,7 @@ def sft(
         trainer.remove_callback(PrinterCallback)  # it prints a metrics dict; the caller reports
         trainer.train()
     if averaged is not None:
-        model.load_state_dict(averaged.module.state_dict())
+        averaged.apply()
     model.eval()
     return model
 
