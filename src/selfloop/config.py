@@ -331,16 +331,15 @@ def params_from_dict(data: dict[str, Any]) -> Params:
 ADDED_KEYS: dict[str, Any] = {"train.schedule": "constant", "train.ema": 0.0, "measure.probe_draws": 5}
 
 
-def with_added_keys(saved: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def with_added_keys(saved: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A saved run's parameters (``params.json``) with the ``ADDED_KEYS`` it lacks filled in,
-    and the names of those filled."""
+    and those filled (name -> value)."""
     out = {s: dict(v) if isinstance(v, dict) else v for s, v in saved.items()}
-    filled = []
+    filled = {}
     for name, value in ADDED_KEYS.items():
         section, key = name.split(".")
         if key not in out.setdefault(section, {}):
-            out[section][key] = value
-            filled.append(name)
+            out[section][key] = filled[name] = value
     return out, filled
 
 

@@ -389,11 +389,6 @@ def _start_control(params: Params):
     return proc
 
 
-def _key(data: dict, name: str):
-    section, key = name.split(".")
-    return data[section][key]
-
-
 def check_resume(ws: Workspace, params: Params) -> None:
     """Resuming with other parameters would mix two runs: refuse, naming the keys."""
     saved_path = ws.root / "params.json"
@@ -406,8 +401,8 @@ def check_resume(ws: Workspace, params: Params) -> None:
     missing = [f"{s}.{k}" for s, k in keys if k not in saved.get(s, {})]
     diff = [f"{s}.{k}" for s, k in keys if k in saved.get(s, {}) and saved[s][k] != now[s][k]]
     if diff:
-        earlier = [f"{k}: the run predates this key, so it ran with {_key(saved, k)!r} "
-                   f"(--set {k}={_key(saved, k)} finishes it as it began)" for k in diff if k in filled]
+        earlier = [f"{k}: the run predates this key, so it ran with {filled[k]!r} "
+                   f"(--set {k}={filled[k]} finishes it as it began)" for k in diff if k in filled]
         raise ConfigError(f"cannot resume {ws.root}: parameters differ from the saved run: {diff}"
                           + "".join(f"; {e}" for e in earlier))
     if missing:
