@@ -241,6 +241,14 @@ def test_done_when_numbers(tmp_path):
     assert fell["vendi_probe"]["min_ratio_to_gen1"] == pytest.approx(0.6)
     assert c["collapse_monitor"]["ratio"] == pytest.approx(0.15 / 0.16)
     assert c["collapse_monitor"]["within_10pct"] is True
+    assert c["collapse_monitor"]["at_least_90pct"] is True
+    # above the default by more than 10%: outside the two-sided band, above the floor
+    above = dict(arms, collapse_monitor=_rows([0.1, 0.12, 0.13, 0.14, 0.18]))
+    ahead = checks({k: {"generations": v} for k, v in above.items()})["collapse_monitor"]
+    assert (ahead["within_10pct"], ahead["at_least_90pct"]) == (False, True)
+    behind = dict(arms, collapse_monitor=_rows([0.1, 0.12, 0.13, 0.14, 0.14]))
+    low = checks({k: {"generations": v} for k, v in behind.items()})["collapse_monitor"]
+    assert (low["within_10pct"], low["at_least_90pct"]) == (False, False)
 
     results = {"command": "selfloop ablate", "base": default[0], "checks": c,
                "arms": {k: {"generations": v, "complete": True, "stopped": ""} for k, v in arms.items()}}

@@ -104,6 +104,11 @@ def test_resume_of_a_run_made_before_a_key_existed(tmp_path, tiny_overrides, cap
     _as_made_before(workdir, "measure.probe_n")
     assert main([*cli_args(tiny_overrides, workdir), "--resume", *finish_as_begun]) == 2
     assert "made by an earlier selfloop without ['measure.probe_n']" in capsys.readouterr().err
+    _as_made_before(workdir, "train.ema")  # both reasons in one refusal
+    assert main([*cli_args(tiny_overrides, workdir), "--resume", "--set", "measure.probe_draws=5"]) == 2
+    err = capsys.readouterr().err
+    assert "parameters differ from the saved run: ['train.ema']; train.ema: the run predates" in err
+    assert "; and it was made by an earlier selfloop without ['measure.probe_n']" in err
 
 
 def test_fresh_replaces_a_finished_run_in_place(tmp_path, tiny_overrides):

@@ -9,7 +9,8 @@ The done-when numbers are computed here, not asserted:
   (3 points) below the default arm's at the same generation;
 - the first generation the monitor flagged (any decision), and whether flag - onset <= 2;
 - whether the default arm was ever flagged;
-- collapse_monitor's final mean accuracy relative to the default arm's (within 10%);
+- collapse_monitor's final mean accuracy relative to the default arm's: within 10% either
+  way, and at least 90% of it (the issue says "within 10%"; both readings are shown);
 - whether the default arm's n-gram Vendi (samples, accepted answers, well-formed held-out probe
   samples), and its distinct correct answers per solved held-out problem, ever fell below
   their generation-1 values.
@@ -206,7 +207,8 @@ def checks(arms: dict) -> dict:
         cm, df = rows["collapse_monitor"][-1]["mean_accuracy"], default[-1]["mean_accuracy"]
         ratio = cm / df if df else None
         out["collapse_monitor"] = {"final_accuracy": cm, "default_final_accuracy": df, "ratio": ratio,
-                                   "within_10pct": None if ratio is None else abs(ratio - 1) <= 0.10}
+                                   "within_10pct": None if ratio is None else abs(ratio - 1) <= 0.10,
+                                   "at_least_90pct": None if ratio is None else ratio >= 0.90}
     return out
 
 
@@ -280,7 +282,7 @@ def table(results: dict) -> str:
     if "collapse_monitor" in c:
         x = c["collapse_monitor"]
         notes.append(f"- collapse_monitor final accuracy / default's: {_num(x['ratio'])} "
-                     f"(within 10%: {x['within_10pct']})")
+                     f"(within 10% either way: {x['within_10pct']}; at least 90%: {x['at_least_90pct']})")
     probe = {k: v for k, v in c.get("probe_vs_gen1", {}).items() if v["min_ratio_to_gen1"] is not None}
     if probe:
         notes.append("- probe Vendi, lowest of generations 2.. / generation 1's: " + ", ".join(

@@ -400,14 +400,16 @@ def check_resume(ws: Workspace, params: Params) -> None:
     keys = [(s, k) for s in now if s != "track" for k in now[s]]
     missing = [f"{s}.{k}" for s, k in keys if k not in saved.get(s, {})]
     diff = [f"{s}.{k}" for s, k in keys if k in saved.get(s, {}) and saved[s][k] != now[s][k]]
+    reasons = []
     if diff:
         earlier = [f"{k}: the run predates this key, so it ran with {filled[k]!r} "
                    f"(--set {k}={filled[k]} finishes it as it began)" for k in diff if k in filled]
-        raise ConfigError(f"cannot resume {ws.root}: parameters differ from the saved run: {diff}"
-                          + "".join(f"; {e}" for e in earlier))
+        reasons.append(f"parameters differ from the saved run: {diff}" + "".join(f"; {e}" for e in earlier))
     if missing:
-        raise ConfigError(f"cannot resume {ws.root}: it was made by an earlier selfloop without {missing}; "
-                          "finish it with that version, or start a new run")
+        reasons.append(f"it was made by an earlier selfloop without {missing}; "
+                       "finish it with that version, or start a new run")
+    if reasons:  # every reason at once, so that one retry can answer them all
+        raise ConfigError(f"cannot resume {ws.root}: " + "; and ".join(reasons))
 
 
 def done(path: Path) -> dict | None:
