@@ -89,3 +89,52 @@ def test_reference_fraction_zero_gives_all_synthetic_batches_that_pass_the_gate(
     assert validate_mix(mix, by_id, Path("mix"), params, set(), True)["success"]
     # an empty pool still trains on reference data only
     assert all(len(m["reference"]) == 8 for m in build_mix(reference, [], 2, 8, 0.0, seed=0))
+
+
+def _nudge(model_dir: Path) -> None:
+    """Scale every weight of a saved checkpoint by 1.01 (a different checkpoint, same shapes)."""
+    from safetensors.torch import load_file, save_file
+
+    path = model_dir / "model.safetensors"
+    save_file({k: v * 1.01 for k, v in load_file(path).items()}, path, metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("start", ["base", "previous"])
+def test_train_start_names_the_checkpoint_training_starts_from(tmp_path, start):
+    """``train.start: base`` trains every generation from the base model, in the loop and the
+    control arm: generation 2's training does not read generation 1's checkpoint, so changing
+    that checkpoint and training generation 2 again gives the same weights. With 'previous'
+    it does read it (the check can tell the two apart)."""
+    import json
+
+    from selfloop import loop
+    from selfloop.records import file_sha256
+    from selfloop.versioning import control_stages, generation_stages
+    from selfloop.workspace import Workspace
+    from tests.conftest import TINY
+
+    params = load_params(Path("params.yaml"), [*TINY, "run.iterations=2", f"run.workdir={tmp_path / 'r'}",
+                                               f"train.start={start}", "track.dvc=false"])
+    loop.run(params)
+    ws = Workspace(tmp_path / "r")
+    for arm in ("loop", "control"):
+        meta = json.loads((ws.model(2, arm) / "COMPLETE").read_text())
+        assert meta["trained_from"] == (0 if start == "base" else 1)
+        weights = ws.model(2, arm) / "model.safetensors"
+        before = file_sha256(weights)
+        _nudge(ws.model(1, arm))
+        loop.step_train(params, ws, 2, loop.NullReporter(), arm=arm)
+        assert (file_sha256(weights) == before) == (start == "base"), arm
+    # what DVC records as the training's input checkpoint (what a replay retrains from)
+    stages = generation_stages(2, ws.source_generation(2), ws.start_generation(2, start))
+    assert ("gen_000/model" in stages["gen_002_train"]["deps"]) == (start == "base")
+    assert ("gen_001/model" in stages["gen_002_train"]["deps"]) == (start != "base")
+    assert "gen_001/model" in stages["gen_002_generate"]["deps"]  # samples come from the last one
+    control = control_stages(2, ws.start_generation(2, start, "control"))["control_002_train"]["deps"]
+    assert ("gen_000/model" in control) == (start == "base")
+    assert ("control/gen_001/model" in control) == (start != "base")
+
+
+def test_train_start_values_are_checked():
+    with pytest.raises(ConfigError, match=r"train\.start must be one of 'previous', 'base'"):
+        load_params(Path("params.yaml"), ["train.start=last"])

@@ -91,6 +91,12 @@ class TrainConfig:
         "with this decay per step (0: the last step's weights). 0.99 averages about the last 100 "
         "steps; the first step keeps decay^(steps-1) of the weight (2% at 400 steps, 61% at 50). "
         "Costs a float32 copy of the parameters.")
+    start: str = _f(
+        "previous", "Checkpoint each generation's training starts from: 'previous' (the one it "
+        "sampled from: the last generation's, or the champion's after a rollback) or 'base' "
+        "(generation 0's, as ReST-EM does: every generation is the base model fine-tuned on its "
+        "mix, so drift does not compound; samples still come from the last generation). The "
+        "control arm follows the same rule.")
     template_balance: float = _f(
         0.0, "Each pass over the synthetic pool repeats an example about (count of its answer template "
         "in its level)^-this times, rescaled so level shares are kept (digits masked; 0: each once, "
@@ -222,6 +228,7 @@ class Params:
 
 SELECTIONS = ("distinct", "one", "greedy")
 SCHEDULES = ("constant", "cosine", "linear")
+STARTS = ("previous", "base")
 
 
 class ConfigError(ValueError):
@@ -328,7 +335,8 @@ def params_from_dict(data: dict[str, Any]) -> Params:
 # the key existed. A saved run without one is read (and resumed) as having that value, not
 # today's default. A key whose absence means the run computed something else (the probe's
 # probe_n and the gates' audit_floor came with the probe itself) has no entry here.
-ADDED_KEYS: dict[str, Any] = {"train.schedule": "constant", "train.ema": 0.0, "measure.probe_draws": 5}
+ADDED_KEYS: dict[str, Any] = {"train.schedule": "constant", "train.ema": 0.0, "measure.probe_draws": 5,
+                              "train.start": "previous"}
 
 
 def with_added_keys(saved: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -371,6 +379,7 @@ def validate(p: Params) -> None:
         (p.train.template_balance >= 0, "train.template_balance must be >= 0"),
         (0 <= p.train.ema < 1, "train.ema must be in [0, 1)"),
         (p.train.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(map(repr, SCHEDULES))}"),
+        (p.train.start in STARTS, f"train.start must be one of {', '.join(map(repr, STARTS))}"),
         (0 <= p.monitor.audit_floor <= 1, "monitor.audit_floor must be in [0, 1]"),
         (p.measure.probe_n >= 2, "measure.probe_n must be >= 2"),
         (p.measure.probe_draws >= 1, "measure.probe_draws must be >= 1"),

@@ -180,9 +180,9 @@ def step_plan(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
 
 
 def _source(ws: Workspace, g: int) -> Path:
-    """The checkpoint generation ``g`` continues from: the last one, or the champion after a
+    """The checkpoint generation ``g`` samples from: the last one, or the champion after a
     rollback (the plan says which)."""
-    return ws.model(read_json(ws.gen(g) / "plan.json").get("policy", {}).get("source_generation", g - 1))
+    return ws.model(ws.source_generation(g))
 
 
 def step_generate(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
@@ -242,18 +242,19 @@ def step_curate(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
 
 
 def step_train(params: Params, ws: Workspace, g: int, rep: Reporter, arm: str = "loop") -> dict:
-    """Continue training the previous checkpoint on this generation's mix."""
+    """Train on this generation's mix, from the checkpoint ``train.start`` names."""
     d = ws.gen(g, arm)
     reference = read_jsonl(ws.reference)
     pool = read_jsonl(d / "pool.jsonl") if arm == "loop" else []
     by_id = {r["id"]: r for r in (*reference, *pool)}
     cur.assert_no_heldout(by_id.values(), _heldout_ids(ws))
-    model, tok = mdl.load(_source(ws, g) if arm == "loop" else ws.model(g - 1, arm))
+    start = ws.start_generation(g, params.train.start, arm)
+    model, tok = mdl.load(ws.model(start, arm))
     mix = read_jsonl(d / "mix.jsonl")
     with rep.step(f"{arm} {g}: train", params.train.steps):
         _train(params, model, tok, tr.mix_to_rows(mix, by_id, tok, _max_length(model)),
                pl.generation_seed(params, g), rep)
-    tr.save_checkpoint(model, tok, ws.model(g, arm), {"generation": g, "arm": arm})
+    tr.save_checkpoint(model, tok, ws.model(g, arm), {"generation": g, "arm": arm, "trained_from": start})
     return {}
 
 

@@ -119,8 +119,8 @@ class Recorder:
     def generation(self, g: int, metrics: dict, tags: dict[str, str] | None = None) -> dict:
         """Version generation ``g``'s files; track its metrics and checkpoint."""
         write_history(self.ws, list(self.levels), last=g)
-        source = read_json(self.ws.gen(g) / "plan.json").get("policy", {}).get("source_generation", g - 1)
-        self.dvc.record({**generation_stages(g, source), **history_stage(g)})
+        start = self.ws.start_generation(g, self.params.train.start)
+        self.dvc.record({**generation_stages(g, self.ws.source_generation(g), start), **history_stage(g)})
         return self._track(g, metrics, self.ws.gen(g) / "mix.jsonl", tags)
 
     def close(self, results: dict, control_generations: int, status: str = "FINISHED") -> None:
@@ -160,7 +160,7 @@ class Recorder:
         stages: dict = {}
         g = 1
         while (self.ws.gen(g, "control") / "metrics.json").exists():
-            stages.update(control_stages(g))
+            stages.update(control_stages(g, self.ws.start_generation(g, self.params.train.start, "control")))
             g += 1
         while self.ws.gen(g, "control").exists():  # a stopped control process's partial work
             shutil.rmtree(self.ws.gen(g, "control"))

@@ -88,12 +88,15 @@ def base_stages(model_path: str = "") -> dict[str, dict]:
     }
 
 
-def generation_stages(g: int, source: int | None = None) -> dict[str, dict]:
+def generation_stages(g: int, source: int | None = None, start: int | None = None) -> dict[str, dict]:
     """One generation of the loop arm: plan, generate, verify, curate, train, evaluate,
-    measure, monitor. ``source``: the generation whose checkpoint it continued from (the
-    last one unless the monitor rolled back to the champion)."""
+    measure, monitor. ``source``: the generation whose checkpoint it sampled from (the last
+    one unless the monitor rolled back to the champion); ``start``: the one its training
+    started from (``source`` unless ``train.start`` is 'base')."""
     d, prev = f"gen_{g:03d}", f"gen_{g - 1:03d}"
-    src = f"gen_{(g - 1 if source is None else source):03d}/model"
+    source = g - 1 if source is None else source
+    src = f"gen_{source:03d}/model"
+    init = f"gen_{(source if start is None else start):03d}/model"
     # the plan applies the last generation's monitor decisions (a rollback picks the best
     # evaluation so far), on top of the last plan's policy
     plan_deps = [f"{prev}/eval.json"]
@@ -112,7 +115,7 @@ def generation_stages(g: int, source: int | None = None) -> dict[str, dict]:
                    [f"{d}/verified.jsonl", f"{d}/validation/candidates.json"]),
         "curate": ([f"{d}/verified.jsonl", f"{prev}/pool.jsonl", f"{d}/plan.json", REF, HELD],
                    ["curate", "train", *_GATE, "run.seed"], curated),
-        "train": ([src, f"{d}/plan.json", f"{d}/mix.jsonl", f"{d}/pool.jsonl", REF, HELD],
+        "train": ([init, f"{d}/plan.json", f"{d}/mix.jsonl", f"{d}/pool.jsonl", REF, HELD],
                   ["train", "run.seed", "run.threads"], [f"{d}/model"]),
         "evaluate": ([f"{d}/model", HELD], _EVAL, [f"{d}/eval.json", f"{d}/eval_samples.jsonl"]),
         "measure": ([f"{d}/verified.jsonl", f"{d}/accepted.jsonl", f"{d}/eval_samples.jsonl", REF, src,
@@ -125,12 +128,13 @@ def generation_stages(g: int, source: int | None = None) -> dict[str, dict]:
     return {f"{d}_{step}": _stage(f"selfloop stage {step} {g}", *spec) for step, spec in specs.items()}
 
 
-def control_stages(g: int) -> dict[str, dict]:
-    """One generation of the control arm: a reference-only mix, train, evaluate."""
+def control_stages(g: int, start: int | None = None) -> dict[str, dict]:
+    """One generation of the control arm: a reference-only mix, train (from ``start``'s
+    checkpoint: the last generation's unless ``train.start`` is 'base'), evaluate."""
     d = f"control/gen_{g:03d}"
     specs = {
         "mix": ([REF, HELD], ["train", *_GATE, "run.seed"], [f"{d}/mix.jsonl", f"{d}/validation/mix.json"]),
-        "train": ([_model(g - 1, "control"), f"{d}/mix.jsonl", REF, HELD],
+        "train": ([_model(g - 1 if start is None else start, "control"), f"{d}/mix.jsonl", REF, HELD],
                   ["train", "run.seed", "run.threads"], [f"{d}/model"]),
         "evaluate": ([f"{d}/model", HELD], _EVAL, [f"{d}/eval.json", f"{d}/eval_samples.jsonl"]),
     }
