@@ -1,7 +1,7 @@
 """The default run (`make run`'s configuration) meets the core-loop acceptance criteria.
 
-Slow (about 8 minutes on 2 cores): `make test-slow`. Wall time is measured by `make run` and
-written in README, not asserted here."""
+Slow (about 8 minutes on 2 cores at 400 training steps a generation; more at 800):
+`make test-slow`. Wall time is measured by `make run` and written in README, not asserted here."""
 
 import pytest
 

@@ -136,5 +136,5 @@ def test_train_start_names_the_checkpoint_training_starts_from(tmp_path, start):
 
 
 def test_train_start_values_are_checked():
-    with pytest.raises(ConfigError, match=r"train\.start must be one of 'previous', 'base'"):
+    with pytest.raises(ConfigError, match=r"train\.start must be one of 'base', 'previous'"):
         load_params(Path("params.yaml"), ["train.start=last"])

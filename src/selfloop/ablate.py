@@ -50,6 +50,8 @@ ARMS: dict[str, tuple[str, ...]] = {
     "no_verifier": ("verify.verifier=none", "monitor.act=false"),
     # synthetic examples drawn with answer-template balancing (train.template_balance)
     "balance": ("train.template_balance=0.5",),
+    # each generation trains from the one it sampled from, not from the base model
+    "continue": ("train.start=previous",),
 }
 
 # What the shared generation 0 depends on: its data, its model, its evaluation.

@@ -74,7 +74,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = _f(400, "Optimizer steps per training call.")
+    steps: int = _f(800, "Optimizer steps per training call.")
     batch_size: int = _f(64, "Examples per optimizer step.")
     lr: float = _f(1e-3, "Peak learning rate.")
     warmup_ratio: float = _f(0.0, "Fraction of steps spent warming up the learning rate.")
@@ -92,11 +92,10 @@ class TrainConfig:
         "steps; the first step keeps decay^(steps-1) of the weight (2% at 400 steps, 61% at 50). "
         "Costs a float32 copy of the parameters.")
     start: str = _f(
-        "previous", "Checkpoint each generation's training starts from: 'previous' (the one it "
-        "sampled from: the last generation's, or the champion's after a rollback) or 'base' "
-        "(generation 0's, as ReST-EM does: every generation is the base model fine-tuned on its "
-        "mix, so drift does not compound; samples still come from the last generation). The "
-        "control arm follows the same rule.")
+        "base", "Checkpoint each generation's training starts from: 'base' (generation 0's, as "
+        "ReST-EM does: every generation is the base model fine-tuned on its mix, so drift does "
+        "not compound; samples still come from the last generation, or the champion after a "
+        "rollback) or 'previous' (the one it sampled from). The control arm follows the same rule.")
     template_balance: float = _f(
         0.0, "Each pass over the synthetic pool repeats an example about (count of its answer template "
         "in its level)^-this times, rescaled so level shares are kept (digits masked; 0: each once, "
@@ -228,7 +227,7 @@ class Params:
 
 SELECTIONS = ("distinct", "one", "greedy")
 SCHEDULES = ("constant", "cosine", "linear")
-STARTS = ("previous", "base")
+STARTS = ("base", "previous")
 
 
 class ConfigError(ValueError):
