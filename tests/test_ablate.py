@@ -242,6 +242,10 @@ def test_done_when_numbers(tmp_path):
     assert c["collapse_monitor"]["ratio"] == pytest.approx(0.15 / 0.16)
     assert c["collapse_monitor"]["within_10pct"] is True
     assert c["collapse_monitor"]["at_least_90pct"] is True
+    # the steadier reading: generations 1-4 of each arm (the last min(5, 4) generations)
+    assert c["collapse_monitor"]["last_generations"] == 4
+    assert c["collapse_monitor"]["last_mean_ratio"] == pytest.approx((0.12 + 0.13 + 0.14 + 0.15) /
+                                                                      (0.12 + 0.14 + 0.15 + 0.16))
     # above the default by more than 10%: outside the two-sided band, above the floor
     above = dict(arms, collapse_monitor=_rows([0.1, 0.12, 0.13, 0.14, 0.18]))
     ahead = checks({k: {"generations": v} for k, v in above.items()})["collapse_monitor"]
