@@ -5,6 +5,7 @@ processes is serialized."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -161,3 +162,40 @@ def test_counterfactual_replay_reruns_only_what_depends_on_the_change(recorded_r
     assert upstream <= skipped and not upstream & ran
     assert not {s for s in ran if s.startswith("control_")}
     assert "Data and pipelines are up to date" in sh(repo, str(BIN / "dvc"), "status")
+
+
+def test_a_run_directory_git_ignores_fails_before_any_work(tmp_path):
+    """DVC refuses a pipeline file git ignores; the run says so at once, naming the rule,
+    instead of failing at its first record after the base model has trained."""
+    repo = dvc_repo(tmp_path / "repo")
+    (repo / ".gitignore").write_text("runs/\n")
+    workdir = repo / "runs" / "t"
+    params = load_params(ROOT / "params.yaml", [*TINY, "run.iterations=1", f"run.workdir={workdir}"])
+    with pytest.raises(DvcError, match=r"runs/t/dvc.yaml is ignored by git \(rule \.gitignore:1:runs/\)"):
+        run(params)
+    assert not (workdir / "gen_000" / "model").exists()  # nothing trained
+    # not ignored: no complaint
+    (repo / ".gitignore").write_text("")
+    Versioning(workdir).preflight()
+
+
+def test_checkout_pulls_what_the_cache_lacks(recorded_run, tmp_path):
+    """With the local cache gone, `selfloop checkout` fetches the generation from the remote
+    (DVC's own error, "missing", is what sends it there: it must reach the DvcError)."""
+    repo, workdir = recorded_run
+    sh(repo, str(BIN / "dvc"), "remote", "add", "-d", "-f", "store", str(tmp_path / "remote"))
+    v = Versioning(workdir)
+    v.push()
+    cache = repo / ".dvc" / "cache"
+    kept = tmp_path / "cache"
+    cache.rename(kept)
+    try:
+        weights = workdir / "gen_002" / "model" / "model.safetensors"
+        before = file_md5(weights)
+        weights.unlink()
+        restored = checkout(workdir, 2)
+        assert "gen_002/model" in restored and file_md5(weights) == before
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+        kept.rename(cache)
+        sh(repo, str(BIN / "dvc"), "remote", "remove", "store")

@@ -105,7 +105,8 @@ class Recorder:
 
     # ------------------------------------------------------------------ the four points
     def open(self, tags: dict[str, str] | None = None) -> None:
-        """Start (or, on resume, reopen) the loop's MLflow run."""
+        """Check that DVC can record the run; start (or, on resume, reopen) the loop's MLflow run."""
+        self.dvc.preflight()
         if self.tracker:
             self.tracker.start_loop(self.ws.root / "mlflow.json", to_dict(self.params), self._tags(tags))
 

@@ -202,7 +202,9 @@ def repo_lock(root: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
 
 
 def dvc(root: Path, *args: str) -> str:
-    """Run one DVC command in ``root`` under the repo lock; retry while DVC says it is busy."""
+    """Run one DVC command in ``root`` under the repo lock; retry while DVC says it is busy.
+    (Never with ``--quiet``: it silences DVC's errors too, and the error is what a
+    ``DvcError`` has to show; the output is captured either way.)"""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     with repo_lock(root):
         for attempt in range(BUSY_RETRIES + 1):
@@ -236,6 +238,25 @@ class Versioning:
     @property
     def enabled(self) -> bool:
         return self.root is not None
+
+    def preflight(self) -> None:
+        """Fail before any work when DVC could not record this run: DVC refuses a pipeline
+        file that Git ignores, and a run directory under an ignored folder (``runs/`` in
+        .gitignore is common) would otherwise fail at its first record, after the base
+        model has trained."""
+        if not self.enabled:
+            return
+        try:
+            proc = subprocess.run(["git", "check-ignore", "-v", "--", str(self.pipeline)], cwd=self.root,
+                                  capture_output=True, text=True)
+        except OSError:  # no git: DVC without an SCM ignores nothing
+            return
+        if proc.returncode == 0:  # 1: not ignored; 128: not a git repository
+            rule = proc.stdout.split("\t")[0].strip()
+            raise DvcError(
+                f"{self.pipeline.relative_to(self.root)} is ignored by git (rule {rule}), and DVC "
+                "will not track a pipeline file git ignores. Remove that rule, use a run directory "
+                "git does not ignore (--set run.workdir=...), or run without DVC (--set track.dvc=false).")
 
     def target(self, stage: str) -> str:
         return f"{self.pipeline.relative_to(self.root)}:{stage}"
@@ -284,7 +305,7 @@ class Versioning:
             self._write_pipeline(stages)
             self._ignore_local_files()
         if todo:
-            dvc(self.root, "commit", "--force", "--quiet", *[self.target(s) for s in todo])
+            dvc(self.root, "commit", "--force", *[self.target(s) for s in todo])
 
     def _lock_stages(self) -> dict[str, dict]:
         lock = self.workdir / "dvc.lock"
@@ -313,7 +334,7 @@ class Versioning:
 
     def push(self) -> str:
         """Send every output of this run's pipeline to the default remote."""
-        return dvc(self.root, "push", "--quiet", str(self.pipeline.relative_to(self.root)))
+        return dvc(self.root, "push", str(self.pipeline.relative_to(self.root)))
 
 
 def checkout(workdir: Path, g: int) -> list[str]:
@@ -334,9 +355,9 @@ def checkout(workdir: Path, g: int) -> list[str]:
     targets = [v.target(s) for s in wanted]
     with exclusive(Workspace(workdir)):  # never under a live run
         try:
-            dvc(v.root, "checkout", "--force", "--quiet", *targets)
+            dvc(v.root, "checkout", "--force", *targets)
         except DvcError as e:
             if "missing" not in str(e).lower() and "not in cache" not in str(e).lower():
                 raise
-            dvc(v.root, "pull", "--force", "--quiet", *targets)
+            dvc(v.root, "pull", "--force", *targets)
     return [o["path"] for s in wanted for o in stages[s].get("outs", [])]
