@@ -174,6 +174,12 @@ def test_a_run_directory_git_ignores_fails_before_any_work(tmp_path):
     with pytest.raises(DvcError, match=r"runs/t/dvc.yaml is ignored by git \(rule \.gitignore:1:runs/\)"):
         run(params)
     assert not (workdir / "gen_000" / "model").exists()  # nothing trained
+    # the Prefect flow's recorder checks before it submits anything (its record-open task
+    # runs beside the loop, so a failure there would surface after the base model trained)
+    from tasks.steps import TaskRecorder
+
+    with pytest.raises(DvcError, match="is ignored by git"):
+        TaskRecorder(params, str(workdir), "flow-run-id").open()
     # not ignored: no complaint
     (repo / ".gitignore").write_text("")
     Versioning(workdir).preflight()
