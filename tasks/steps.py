@@ -147,9 +147,6 @@ class TaskRecorder:
                 fut.result()  # raises the task's exception
 
     def open(self) -> None:
-        # Checked here, not only in record-open: that task runs beside the loop, and its
-        # failure would surface at the next recording, after the base model has trained.
-        Recorder(self.params, Workspace(Path(self.workdir))).dvc.preflight()
         self._submit(record_open)
 
     def base(self, base_eval: dict) -> None:

@@ -174,12 +174,18 @@ def test_a_run_directory_git_ignores_fails_before_any_work(tmp_path):
     with pytest.raises(DvcError, match=r"runs/t/dvc.yaml is ignored by git \(rule \.gitignore:1:runs/\)"):
         run(params)
     assert not (workdir / "gen_000" / "model").exists()  # nothing trained
-    # the Prefect flow's recorder checks before it submits anything (its record-open task
-    # runs beside the loop, so a failure there would surface after the base model trained)
+    # the Prefect flow drives the loop with its task recorder (whose record-open task runs
+    # beside the loop): the check comes before any step or task
+    from selfloop.loop import NullReporter, drive
+    from selfloop.workspace import Workspace
     from tasks.steps import TaskRecorder
 
+    def no_work(*_):
+        raise AssertionError("work started before the check")
+
     with pytest.raises(DvcError, match="is ignored by git"):
-        TaskRecorder(params, str(workdir), "flow-run-id").open()
+        drive(params, Workspace(workdir), NullReporter(), prepare_fn=no_work, base_fn=no_work,
+              iteration_fn=no_work, recorder=TaskRecorder(params, str(workdir), "flow-run-id"))
     # not ignored: no complaint
     (repo / ".gitignore").write_text("")
     Versioning(workdir).preflight()

@@ -210,13 +210,14 @@ def checks(arms: dict) -> dict:
         # One generation's accuracy moves by about a point from checkpoint to checkpoint; the
         # mean over the last LAST_N generations (both arms) is the steadier reading beside it.
         n = min(LAST_N, len(default) - 1, len(rows["collapse_monitor"]) - 1)
-        cm_last = _mean([r["mean_accuracy"] for r in rows["collapse_monitor"][-n:]]) if n > 0 else None
         df_last = _mean([r["mean_accuracy"] for r in default[-n:]]) if n > 0 else None
+        last_ratio = (_mean([r["mean_accuracy"] for r in rows["collapse_monitor"][-n:]]) / df_last
+                      if df_last else None)
         out["collapse_monitor"] = {"final_accuracy": cm, "default_final_accuracy": df, "ratio": ratio,
                                    "within_10pct": None if ratio is None else abs(ratio - 1) <= 0.10,
                                    "at_least_90pct": None if ratio is None else ratio >= 0.90,
                                    "last_generations": n,
-                                   "last_mean_ratio": cm_last / df_last if cm_last and df_last else None}
+                                   "last_mean_ratio": last_ratio}
     return out
 
 
@@ -291,8 +292,8 @@ def table(results: dict) -> str:
         x = c["collapse_monitor"]
         notes.append(f"- collapse_monitor final accuracy / default's: {_num(x['ratio'])} "
                      f"(within 10% either way: {x['within_10pct']}; at least 90%: {x['at_least_90pct']}); "
-                     f"mean over the last {x.get('last_generations', '?')} generations / default's: "
-                     f"{_num(x.get('last_mean_ratio'))}")
+                     f"mean over the last {x['last_generations']} generations / default's: "
+                     f"{_num(x['last_mean_ratio'])}")
     probe = {k: v for k, v in c.get("probe_vs_gen1", {}).items() if v["min_ratio_to_gen1"] is not None}
     if probe:
         notes.append("- probe Vendi, lowest of generations 2.. / generation 1's: " + ", ".join(

@@ -526,7 +526,11 @@ def drive(params: Params, ws: Workspace, rep: Reporter, *, prepare_fn=prepare, b
 def _drive(params: Params, ws: Workspace, rep: Reporter, *, prepare_fn, base_fn, iteration_fn,
            recorder) -> dict:
     from selfloop.recording import Recorder
+    from selfloop.versioning import Versioning
 
+    # Before any work, in this process (the flow's recordings run beside the loop, so their
+    # own failure would surface only after the base model has trained).
+    Versioning(ws.root, params.track.dvc).preflight()
     t0 = time.perf_counter()
     timer = Meter()
     with timer("data"):

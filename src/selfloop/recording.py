@@ -105,8 +105,7 @@ class Recorder:
 
     # ------------------------------------------------------------------ the four points
     def open(self, tags: dict[str, str] | None = None) -> None:
-        """Check that DVC can record the run; start (or, on resume, reopen) the loop's MLflow run."""
-        self.dvc.preflight()
+        """Start (or, on resume, reopen) the loop's MLflow run."""
         if self.tracker:
             self.tracker.start_loop(self.ws.root / "mlflow.json", to_dict(self.params), self._tags(tags))
 
