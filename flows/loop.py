@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     from selfloop.lock import RunLocked
     from selfloop.tracking import TrackingError
     from selfloop.validate import ValidationFailed
-    from selfloop.versioning import DvcError
+    from selfloop.versioning import DvcError, RunDirIgnored
 
     ap = argparse.ArgumentParser(prog="python -m flows.loop", description=main.__doc__)
     ap.add_argument("workdir", nargs="?", default="runs/default",
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = loop_flow(iterations=args.iterations, overrides=args.set, workdir=args.workdir,
                             resume=args.resume, fresh=not args.resume)
-    except (ConfigError, RunLocked) as e:
+    except (ConfigError, RunLocked, RunDirIgnored) as e:
         rep.console.print(f"selfloop: {e}")
         return 2
     except ValidationFailed as e:

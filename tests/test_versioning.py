@@ -164,7 +164,7 @@ def test_counterfactual_replay_reruns_only_what_depends_on_the_change(recorded_r
     assert "Data and pipelines are up to date" in sh(repo, str(BIN / "dvc"), "status")
 
 
-def test_a_run_directory_git_ignores_fails_before_any_work(tmp_path):
+def test_a_run_directory_git_ignores_fails_before_any_work(tmp_path, capsys):
     """DVC refuses a pipeline file git ignores; the run says so at once, naming the rule,
     instead of failing at its first record after the base model has trained."""
     repo = dvc_repo(tmp_path / "repo")
@@ -174,6 +174,14 @@ def test_a_run_directory_git_ignores_fails_before_any_work(tmp_path):
     with pytest.raises(DvcError, match=r"runs/t/dvc.yaml is ignored by git \(rule \.gitignore:1:runs/\)"):
         run(params)
     assert not (workdir / "gen_000" / "model").exists()  # nothing trained
+    # the command line: bad input (2), and no "continue with --resume": nothing has run
+    from selfloop.cli import main
+
+    sets = [a for s in [*TINY, "run.iterations=1"] for a in ("--set", s)]
+    argv = ["run", "--fresh", "--params", str(ROOT / "params.yaml"), "--workdir", str(workdir), *sets]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is ignored by git (rule .gitignore:1:runs/)" in err and "--resume" not in err
     # the Prefect flow drives the loop with its task recorder (whose record-open task runs
     # beside the loop): the check comes before any step or task
     from selfloop.loop import NullReporter, drive

@@ -294,11 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     from selfloop.lock import RunLocked
     from selfloop.tracking import TrackingError
     from selfloop.validate import ValidationFailed
-    from selfloop.versioning import DvcError
+    from selfloop.versioning import DvcError, RunDirIgnored
 
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, RunLocked) as e:
+    except (ConfigError, FileNotFoundError, RunLocked, RunDirIgnored) as e:
         print(f"selfloop: {e}", file=sys.stderr)
         return 2
     except (DvcError, TrackingError) as e:

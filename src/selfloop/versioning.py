@@ -47,6 +47,11 @@ class DvcError(RuntimeError):
     """A DVC command failed; the message carries its output."""
 
 
+class RunDirIgnored(DvcError):
+    """The run directory is one git ignores, so DVC could not record it: found before any
+    work, so there is nothing to resume (the command line exits 2, as for other bad input)."""
+
+
 # --------------------------------------------------------------------------- stages
 
 
@@ -253,7 +258,7 @@ class Versioning:
             return
         if proc.returncode == 0:  # 1: not ignored; 128: not a git repository
             rule = proc.stdout.split("\t")[0].strip()
-            raise DvcError(
+            raise RunDirIgnored(
                 f"{self.pipeline.relative_to(self.root)} is ignored by git (rule {rule}), and DVC "
                 "will not track a pipeline file git ignores. Remove that rule, use a run directory "
                 "git does not ignore (--set run.workdir=...), or run without DVC (--set track.dvc=false).")
