@@ -27,11 +27,12 @@ def test_monitor_acts_and_stops(tmp_path):
     assert [d["action"] for d in read_json(workdir / "gen_002" / "monitor.json")["decisions"]][-1] == "stop"
     plan = read_json(workdir / "gen_002" / "plan.json")
     source = plan["policy"]["source_generation"]
-    assert plan["temperature"] == 1.2 and source in (0, 1)
+    raised = round(params.plan.temperature + params.monitor.temperature_step, 6)
+    assert plan["temperature"] == raised and source in (0, 1)
     assert {d["action"] for d in plan["decisions"]} >= {"raise_temperature", "rollback"}
     src = workdir / f"gen_{source:03d}" / "model" / "model.safetensors"
     record = read_jsonl(workdir / "gen_002" / "candidates.jsonl")[0]
-    assert record["sampling"]["temperature"] == 1.2 and record["generator"]["sha256"] == file_sha256(src)
+    assert record["sampling"]["temperature"] == raised and record["generator"]["sha256"] == file_sha256(src)
     lock = yaml.safe_load((workdir / "dvc.lock").read_text())["stages"]
     deps = {d["path"] for d in lock["gen_002_generate"]["deps"]}
     assert f"gen_{source:03d}/model" in deps
