@@ -174,6 +174,13 @@ def test_a_run_directory_git_ignores_fails_before_any_work(tmp_path, capsys):
     with pytest.raises(DvcError, match=r"runs/t/dvc.yaml is ignored by git \(rule \.gitignore:1:runs/\)"):
         run(params)
     assert not (workdir / "gen_000" / "model").exists()  # nothing trained
+    # a run that cannot start deletes nothing: --fresh over an earlier run keeps its files
+    earlier = workdir / "gen_001" / "eval.json"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("{}")
+    with pytest.raises(DvcError, match="is ignored by git"):
+        run(params, fresh=True)
+    assert earlier.exists()
     # the command line: bad input (2), and no "continue with --resume": nothing has run
     from selfloop.cli import main
 
@@ -182,18 +189,20 @@ def test_a_run_directory_git_ignores_fails_before_any_work(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "is ignored by git (rule .gitignore:1:runs/)" in err and "--resume" not in err
-    # the Prefect flow drives the loop with its task recorder (whose record-open task runs
-    # beside the loop): the check comes before any step or task
-    from selfloop.loop import NullReporter, drive
+    assert earlier.exists()
+    # the Prefect flow claims the directory, then drives the loop with its task recorder
+    # (whose record-open task runs beside the loop): the check comes before any step or task
+    from selfloop.loop import NullReporter, claim, drive
     from selfloop.workspace import Workspace
     from tasks.steps import TaskRecorder
 
     def no_work(*_):
         raise AssertionError("work started before the check")
 
-    with pytest.raises(DvcError, match="is ignored by git"):
+    with pytest.raises(DvcError, match="is ignored by git"), claim(Workspace(workdir), params, fresh=True):
         drive(params, Workspace(workdir), NullReporter(), prepare_fn=no_work, base_fn=no_work,
               iteration_fn=no_work, recorder=TaskRecorder(params, str(workdir), "flow-run-id"))
+    assert earlier.exists()
     # not ignored: no complaint
     (repo / ".gitignore").write_text("")
     Versioning(workdir).preflight()

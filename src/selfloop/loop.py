@@ -432,7 +432,14 @@ def run(params: Params, rep: Reporter | None = None, resume: bool = False, fresh
 @contextlib.contextmanager
 def claim(ws: Workspace, params: Params, resume: bool = False, fresh: bool = False) -> Iterator[None]:
     """Hold the run directory for one run: lock it, then empty it (``fresh``), check the
-    saved parameters (``resume``), or refuse a directory that already holds a run."""
+    saved parameters (``resume``), or refuse a directory that already holds a run.
+
+    First of all, before ``fresh`` empties anything: a run directory DVC could not record
+    (one git ignores) fails here, so a run that cannot start never deletes the one it would
+    have replaced. Both the plain loop and the Prefect flow claim before they drive."""
+    from selfloop.versioning import Versioning
+
+    Versioning(ws.root, params.track.dvc).preflight()
     with exclusive(ws):
         if fresh:  # everything but the lock file, which a waiting process may already hold open
             for p in ws.root.iterdir():
@@ -526,11 +533,7 @@ def drive(params: Params, ws: Workspace, rep: Reporter, *, prepare_fn=prepare, b
 def _drive(params: Params, ws: Workspace, rep: Reporter, *, prepare_fn, base_fn, iteration_fn,
            recorder) -> dict:
     from selfloop.recording import Recorder
-    from selfloop.versioning import Versioning
 
-    # Before any work, in this process (the flow's recordings run beside the loop, so their
-    # own failure would surface only after the base model has trained).
-    Versioning(ws.root, params.track.dvc).preflight()
     t0 = time.perf_counter()
     timer = Meter()
     with timer("data"):
