@@ -190,18 +190,13 @@ def test_a_run_directory_git_ignores_fails_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is ignored by git (rule .gitignore:1:runs/)" in err and "--resume" not in err
     assert earlier.exists()
-    # the Prefect flow claims the directory, then drives the loop with its task recorder
-    # (whose record-open task runs beside the loop): the check comes before any step or task
-    from selfloop.loop import NullReporter, claim, drive
+    # the Prefect flow claims the directory as run() does, before its first task (whose
+    # recordings run beside the loop): the claim itself refuses
+    from selfloop.loop import claim
     from selfloop.workspace import Workspace
-    from tasks.steps import TaskRecorder
-
-    def no_work(*_):
-        raise AssertionError("work started before the check")
 
     with pytest.raises(DvcError, match="is ignored by git"), claim(Workspace(workdir), params, fresh=True):
-        drive(params, Workspace(workdir), NullReporter(), prepare_fn=no_work, base_fn=no_work,
-              iteration_fn=no_work, recorder=TaskRecorder(params, str(workdir), "flow-run-id"))
+        pytest.fail("claimed a run directory git ignores")
     assert earlier.exists()
     # not ignored: no complaint
     (repo / ".gitignore").write_text("")
