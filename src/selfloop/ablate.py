@@ -55,7 +55,7 @@ ARMS: dict[str, tuple[str, ...]] = {
 }
 
 # What the shared generation 0 depends on: its data, its model, its evaluation.
-BASE_SHAPING = ("reference", "bootstrap", "model", "domain", "evaluate", "run.seed")
+BASE_SHAPING = ("reference", "bootstrap", "model", "domain", "evaluate", "run.seed", "run.device")
 SEEDED = ("data", "init_model", "gen_000")
 
 

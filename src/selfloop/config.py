@@ -37,6 +37,12 @@ class RunConfig:
     patience: int = _f(
         0, "Stop early when mean held-out accuracy has not improved for this many generations (0: never)."
     )
+    device: str = _f(
+        "cpu",
+        "Where models sample, train and are scored: 'cpu' (results are bit-exact from run to run), 'cuda' "
+        "(the first visible GPU; choose one with CUDA_VISIBLE_DEVICES) or 'auto' (cuda when one is "
+        "visible, else cpu; params.json records which).",
+    )
 
 
 @dataclass(frozen=True)
@@ -228,6 +234,7 @@ class Params:
 SELECTIONS = ("distinct", "one", "greedy")
 SCHEDULES = ("constant", "cosine", "linear")
 STARTS = ("base", "previous")
+DEVICES = ("cpu", "cuda", "auto")
 
 
 class ConfigError(ValueError):
@@ -320,7 +327,24 @@ def load_params(path: str | Path | None = "params.yaml", overrides: list[str] = 
         if not path.is_dir():
             raise ConfigError(f"model.path: {params.model.path} is not a directory")
         params = dataclasses.replace(params, model=dataclasses.replace(params.model, path=str(path)))
-    return params
+    run = dataclasses.replace(params.run, device=resolve_device(params.run.device))
+    return dataclasses.replace(params, run=run)
+
+
+def resolve_device(name: str) -> str:
+    """'auto' made concrete (so params.json says where the run ran), and 'cuda' checked
+    before any work starts. torch is imported only when the answer depends on it."""
+    if name == "cpu":
+        return name
+    import torch
+
+    available = torch.cuda.is_available()
+    if name == "auto":
+        return "cuda" if available else "cpu"
+    if not available:
+        raise ConfigError(f"run.device is {name!r}, but torch {torch.__version__} sees no CUDA device "
+                          "(a CPU-only build, no driver, or CUDA_VISIBLE_DEVICES empty); use run.device=cpu")
+    return name
 
 
 def params_from_dict(data: dict[str, Any]) -> Params:
@@ -335,7 +359,7 @@ def params_from_dict(data: dict[str, Any]) -> Params:
 # today's default. A key whose absence means the run computed something else (the probe's
 # probe_n and the gates' audit_floor came with the probe itself) has no entry here.
 ADDED_KEYS: dict[str, Any] = {"train.schedule": "constant", "train.ema": 0.0, "measure.probe_draws": 5,
-                              "train.start": "previous"}
+                              "train.start": "previous", "run.device": "cpu"}
 
 
 def with_added_keys(saved: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -375,6 +399,7 @@ def validate(p: Params) -> None:
         (p.run.iterations >= 0, "run.iterations must be >= 0"),
         (p.run.threads >= 1, "run.threads must be >= 1"),
         (p.run.patience >= 0, "run.patience must be >= 0"),
+        (p.run.device in DEVICES, f"run.device must be one of {', '.join(map(repr, DEVICES))}"),
         (p.train.template_balance >= 0, "train.template_balance must be >= 0"),
         (0 <= p.train.ema < 1, "train.ema must be in [0, 1)"),
         (p.train.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(map(repr, SCHEDULES))}"),

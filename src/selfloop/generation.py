@@ -22,7 +22,8 @@ class HFGenerator:
     """Samples from a transformers causal LM in fixed-size batches with left padding.
 
     Determinism: the torch RNG is re-seeded per batch from ``seed`` and the batch index,
-    so the same prompts, batch size and seed give the same samples on CPU."""
+    so the same prompts, batch size and seed give the same samples on CPU. ``torch.manual_seed``
+    seeds a GPU's generator too; the model's device is where the prompts go."""
 
     def __init__(self, model, tokenizer, batch_size: int = 512, max_new_tokens: int = 48) -> None:
         self.model, self.tok = model, tokenizer
@@ -40,6 +41,7 @@ class HFGenerator:
         for b, start in enumerate(range(0, len(prompts), per_batch)):
             chunk = list(prompts[start : start + per_batch])
             enc = self.tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = enc.to(self.model.device)
             torch.manual_seed(seed * 1_000_003 + b)
             with torch.inference_mode():
                 gen = self.model.generate(

@@ -123,7 +123,7 @@ def _max_length(model) -> int:
 
 def bootstrap(params: Params, ws: Workspace, rep: Reporter) -> None:
     """Train the base model on reference data only (gen_000/model)."""
-    model, tok = mdl.load(ws.init_model)
+    model, tok = mdl.load(ws.init_model, params.run.device)
     reference = read_jsonl(ws.reference)
     b = params.bootstrap
     mix = cur.build_mix(reference, [], b.steps, b.batch_size, 1.0, params.run.seed)
@@ -143,7 +143,7 @@ def eval_seed(params: Params, g: int) -> int:
 
 
 def evaluate(params: Params, ws: Workspace, g: int, arm: str, rep: Reporter) -> dict:
-    model, tok = mdl.load(ws.model(g, arm))
+    model, tok = mdl.load(ws.model(g, arm), params.run.device)
     heldout = read_jsonl(ws.heldout)
     e = params.evaluate
     with rep.step(f"{arm} {g}: evaluate", len(heldout) * 2):
@@ -186,7 +186,7 @@ def _source(ws: Workspace, g: int) -> Path:
 
 
 def step_generate(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
-    model, tok = mdl.load(_source(ws, g))
+    model, tok = mdl.load(_source(ws, g), params.run.device)
     domain = domain_for(params, tok)
     plan = read_json(ws.gen(g) / "plan.json")
     problems = gen.new_problems(domain, plan, _heldout_ids(ws))
@@ -249,7 +249,7 @@ def step_train(params: Params, ws: Workspace, g: int, rep: Reporter, arm: str = 
     by_id = {r["id"]: r for r in (*reference, *pool)}
     cur.assert_no_heldout(by_id.values(), _heldout_ids(ws))
     start = ws.start_generation(g, params.train.start, arm)
-    model, tok = mdl.load(ws.model(start, arm))
+    model, tok = mdl.load(ws.model(start, arm), params.run.device)
     mix = read_jsonl(d / "mix.jsonl")
     with rep.step(f"{arm} {g}: train", params.train.steps):
         _train(params, model, tok, tr.mix_to_rows(mix, by_id, tok, _max_length(model)),
@@ -268,7 +268,7 @@ def step_measure(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     from selfloop.steps.measure import mean_logprob, measure
 
     d, m = ws.gen(g), params.measure
-    model, tok = mdl.load(_source(ws, g))
+    model, tok = mdl.load(_source(ws, g), params.run.device)
 
     def confidence(records: list[dict]) -> float:
         return mean_logprob(model, tok, [r["prompt"] for r in records], [r["response"] for r in records])

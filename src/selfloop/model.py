@@ -4,6 +4,7 @@ of any local Hugging Face causal-LM directory. Safetensors only, never remote co
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -49,9 +50,12 @@ def build_gpt2(tokenizer, n_layer: int, n_embd: int, n_head: int, n_positions: i
     return GPT2LMHeadModel(config)
 
 
-def load(path: str | Path):
-    """Model and tokenizer from a local directory (safetensors only, no remote code)."""
+def load(path: str | Path, device: str = "cpu"):
+    """Model and tokenizer from a local directory (safetensors only, no remote code), the
+    model on ``device`` (``run.device``: 'cpu', 'cuda' or 'auto') in eval mode."""
     from transformers import AutoModelForCausalLM
+
+    from selfloop.config import resolve_device
 
     path = Path(path)
     if not (path / "config.json").exists():
@@ -60,8 +64,23 @@ def load(path: str | Path):
     model = AutoModelForCausalLM.from_pretrained(
         path, use_safetensors=True, trust_remote_code=False
     )
-    model.eval()
+    device = resolve_device(device)
+    if device != "cpu":
+        deterministic_gpu()
+    model.to(device).eval()
     return model, tok
+
+
+def deterministic_gpu() -> None:
+    """Deterministic GPU kernels, so that a replay or a resume on the same GPU computes the
+    same bits (on CPU they are deterministic already): cuBLAS needs a fixed workspace, set
+    before its first use in the process, and torch must choose deterministic algorithms
+    (``warn_only``: an operation that has none warns instead of stopping the run)."""
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
 
 
 def load_tokenizer(path: str | Path):

@@ -68,11 +68,13 @@ def _model(g: int, arm: str) -> str:
     return f"gen_{g:03d}/model" if arm == "loop" or g == 0 else f"{arm}/gen_{g:03d}/model"
 
 
-# The parameters each step reads (DVC re-runs a stage when one of them changes). Seeds and
-# thread counts change results, so they are parameters too. Steps that gate a batch also
-# read what the great-expectations suites read (validate.checks_for).
+# The parameters each step reads (DVC re-runs a stage when one of them changes). The seed,
+# the thread count and the device change a model step's results, so they are parameters too
+# (_RUN). Steps that gate a batch also read what the great-expectations suites read
+# (validate.checks_for).
+_RUN = ["run.seed", "run.threads", "run.device"]
 _GATE = ["domain", "reference", "verify", "generate", "run.gates"]
-_EVAL = ["evaluate", "domain", "generate", "verify", "run.seed", "run.threads"]
+_EVAL = ["evaluate", "domain", "generate", "verify", *_RUN]
 
 
 REF, HELD = "data/reference.jsonl", "data/heldout.jsonl"
@@ -86,7 +88,7 @@ def base_stages(model_path: str = "") -> dict[str, dict]:
         "data": _stage("selfloop stage data", ["init_model"], [*_GATE, "run.seed"],
                        [REF, HELD, "data/validation/reference.json"]),
         "base_train": _stage("selfloop stage bootstrap", ["init_model", REF],
-                             ["bootstrap", "run.seed", "run.threads"],
+                             ["bootstrap", *_RUN],
                              ["gen_000/model", "gen_000/pool.jsonl"]),
         "base_evaluate": _stage("selfloop stage evaluate 0", ["gen_000/model", HELD], _EVAL,
                                 ["gen_000/eval.json", "gen_000/eval_samples.jsonl"]),
@@ -114,18 +116,18 @@ def generation_stages(g: int, source: int | None = None, start: int | None = Non
         "plan": (plan_deps, ["plan", "domain", "run.seed", "monitor", "train.reference_fraction",
                               "curate.cap_per_problem"], [f"{d}/plan.json"]),
         "generate": ([src, f"{d}/plan.json", HELD],
-                     ["domain", "generate", "plan", "curate.selection", "run.seed", "run.threads"],
+                     ["domain", "generate", "plan", "curate.selection", *_RUN],
                      [f"{d}/candidates.jsonl"]),
         "verify": ([f"{d}/candidates.jsonl", f"{prev}/model", HELD], _GATE,
                    [f"{d}/verified.jsonl", f"{d}/validation/candidates.json"]),
         "curate": ([f"{d}/verified.jsonl", f"{prev}/pool.jsonl", f"{d}/plan.json", REF, HELD],
                    ["curate", "train", *_GATE, "run.seed"], curated),
         "train": ([init, f"{d}/plan.json", f"{d}/mix.jsonl", f"{d}/pool.jsonl", REF, HELD],
-                  ["train", "run.seed", "run.threads"], [f"{d}/model"]),
+                  ["train", *_RUN], [f"{d}/model"]),
         "evaluate": ([f"{d}/model", HELD], _EVAL, [f"{d}/eval.json", f"{d}/eval_samples.jsonl"]),
         "measure": ([f"{d}/verified.jsonl", f"{d}/accepted.jsonl", f"{d}/eval_samples.jsonl", REF, src,
                      f"{d}/plan.json"],
-                    ["measure", "domain", "verify", "run.seed", "run.threads"], [f"{d}/diversity.json"]),
+                    ["measure", "domain", "verify", *_RUN], [f"{d}/diversity.json"]),
         "monitor": ([f"gen_{k:03d}/{n}" for k in range(1, g + 1) for n in ("diversity.json", "eval.json")]
                     + [f"gen_{k:03d}/monitor.json" for k in range(1, g)] + ["gen_000/eval.json"],
                     ["monitor"], [f"{d}/monitor.json"]),
@@ -140,7 +142,7 @@ def control_stages(g: int, start: int | None = None) -> dict[str, dict]:
     specs = {
         "mix": ([REF, HELD], ["train", *_GATE, "run.seed"], [f"{d}/mix.jsonl", f"{d}/validation/mix.json"]),
         "train": ([_model(g - 1 if start is None else start, "control"), f"{d}/mix.jsonl", REF, HELD],
-                  ["train", "run.seed", "run.threads"], [f"{d}/model"]),
+                  ["train", *_RUN], [f"{d}/model"]),
         "evaluate": ([f"{d}/model", HELD], _EVAL, [f"{d}/eval.json", f"{d}/eval_samples.jsonl"]),
     }
     return {f"control_{g:03d}_{step}": _stage(f"selfloop stage {step} {g} --arm control", *spec)

@@ -79,6 +79,7 @@ def mean_logprob(model, tok, prompts: list[str], responses: list[str], max_lengt
         for i, r in enumerate(rows):
             ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
             labels[i, : len(r["labels"])] = torch.tensor(r["labels"])
+        ids, labels = ids.to(model.device), labels.to(model.device)
         with torch.inference_mode():
             logits = model(input_ids=ids, attention_mask=(labels != -100) | (ids != tok.pad_token_id)).logits
         target = labels[:, 1:]

@@ -123,7 +123,7 @@ def sft(
             train_sampling_strategy="sequential",
             seed=seed,
             data_seed=seed,
-            use_cpu=True,
+            use_cpu=model.device.type == "cpu",  # else the first visible GPU, where mdl.load put it
             bf16=False,
             fp16=False,
             activation_checkpointing=False,  # TRL turns it on by default: pure cost for tiny models
@@ -138,6 +138,10 @@ def sft(
             full_determinism=False,
             dataset_kwargs={"skip_prepare_dataset": True},
         )
+        # One device, one process: with several GPUs visible the Trainer would wrap the model in
+        # DataParallel and take per_device_train_batch_size from each, while the manifest fixes
+        # every batch. _n_gpu is what the Trainer itself sets to 1 for a model-parallel model.
+        args._n_gpu = min(args.n_gpu, 1)
         trainer = SFTTrainer(
             model=model,
             args=args,
