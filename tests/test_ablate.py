@@ -14,7 +14,7 @@ import pytest
 
 from selfloop import diversity
 from selfloop.ablate import ARMS, ablate, make_arms
-from selfloop.records import file_sha256, read_json, read_jsonl
+from selfloop.records import file_sha256, read_json, read_jsonl, write_json
 from tests.conftest import TINY
 
 SETS = [o for o in TINY if not o.startswith("run.iterations=")]
@@ -118,6 +118,26 @@ def test_arms_share_one_base_and_report(tmp_path, monkeypatch):
                    out=tmp_path / "other", command="selfloop ablate --report-only", log=lambda _: None,
                    report_only=True)
     assert other["reported"] == ["collapse", "no_verifier"]
+    # each arm's made_by.json says what made it, with no earlier report needed
+    assert read_json(work / "collapse" / "made_by.json") == {
+        "arm": "collapse", "command": "selfloop ablate --test", "overrides": list(ARMS["collapse"])}
+    assert other["results"]["command"] == "selfloop ablate --test"
+    assert "Produced by: `selfloop ablate --test`" in (tmp_path / "other" / "table.md").read_text()
+    # arms made by two commands: each command with its arms
+    made = work / "no_verifier" / "made_by.json"
+    write_json(made, {**read_json(made), "command": "selfloop ablate --arms no_verifier"})
+    two = ablate(None, SETS, 2, ARMS_UNDER_TEST, workdir=work, out=tmp_path / "two", log=lambda _: None,
+                 report_only=True)
+    assert two["results"]["command"] == "2 commands (see made_by)"
+    assert two["results"]["arms"]["no_verifier"]["made_by"] == "selfloop ablate --arms no_verifier"
+    assert ("Produced by:\n- `selfloop ablate --test`: collapse\n- `selfloop ablate --arms no_verifier`: "
+            "no_verifier") in (tmp_path / "two" / "table.md").read_text()
+    # arms seeded before made_by.json: without an earlier report of these directories, the
+    # command that made the runs is not guessed
+    for arm in ("collapse", "no_verifier"):
+        (work / arm / "made_by.json").unlink()
+    other = ablate(None, SETS, 2, ARMS_UNDER_TEST, workdir=work, out=tmp_path / "third", log=lambda _: None,
+                   report_only=True)
     assert other["results"]["command"].startswith(f"unknown (no earlier report of {work}")
     assert other["results"]["arms"]["collapse"]["overrides"] == list(ARMS["collapse"])
     with pytest.raises(ValueError, match="no finished base run"):

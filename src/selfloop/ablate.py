@@ -57,6 +57,10 @@ ARMS: dict[str, tuple[str, ...]] = {
 # What the shared generation 0 depends on: its data, its model, its evaluation.
 BASE_SHAPING = ("reference", "bootstrap", "model", "domain", "evaluate", "run.seed", "run.device")
 SEEDED = ("data", "init_model", "gen_000")
+# In each arm's directory: the command that made the arm and the arm's overrides, written when
+# it is seeded, so that a report rendered later from the files (--report-only) can say what
+# made every arm, even arms made by different commands.
+MADE_BY = "made_by.json"
 
 
 @dataclass(frozen=True)
@@ -141,9 +145,9 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def seed_arm(base: Workspace, arm: Arm) -> None:
-    """The arm's directory starts as the base run's generation 0 plus the arm's params.json
-    (written last: without it the seeding is redone)."""
+def seed_arm(base: Workspace, arm: Arm, command: str = "") -> None:
+    """The arm's directory starts as the base run's generation 0, ``MADE_BY`` and the arm's
+    params.json (written last: without it the seeding is redone)."""
     root = arm.workdir
     if (root / "params.json").exists():
         return
@@ -152,6 +156,7 @@ def seed_arm(base: Workspace, arm: Arm) -> None:
         shutil.rmtree(root / name, ignore_errors=True)
         shutil.copytree(base.root / name, root / name, copy_function=_link_or_copy,
                         ignore=shutil.ignore_patterns(".*.tmp", ".lock"))
+    write_json(root / MADE_BY, {"arm": arm.name, "command": command, "overrides": list(arm.overrides)})
     write_json(root / "params.json", to_dict(arm.params))
 
 
@@ -262,24 +267,31 @@ def ablate(params_path: str | Path | None = "params.yaml", sets: Sequence[str] =
     for name in skipped:
         log(f"{name}: complete in {workdir / name}, not run again")
     for arm in pending:
-        seed_arm(base_ws, arm)
+        seed_arm(base_ws, arm, command)
     if pending:
         log(f"running {', '.join(a.name for a in pending)}: {iterations} iterations each, "
             f"{workers} process(es) at a time")
     codes = run_arms(pending, workers)
     failed = {k: v for k, v in codes.items() if v}
+    made_by = {a.name: _made_by(a).get("command", command) for a in todo}  # an earlier command's arm keeps it
     results, files = write_report(base_ws.root, {a.name: a.workdir for a in todo},
-                                  {a.name: list(a.overrides) for a in todo}, Path(out), command)
+                                  {a.name: list(a.overrides) for a in todo}, Path(out), made_by)
     return {"ran": [a.name for a in pending], "skipped": skipped, "failed": failed,
             "results": results, "files": files}
 
 
+def _made_by(arm: Arm) -> dict:
+    """The arm's ``MADE_BY`` record; empty for an arm seeded before the file existed."""
+    path = arm.workdir / MADE_BY
+    return read_json(path) if path.exists() else {}
+
+
 def _report_only(base: Path, arms: Sequence[Arm], out: Path, command: str,
                  log: Callable[[str], None]) -> dict:
-    """The report from the arm directories as they are. What made the runs (the command, each
-    arm's overrides) comes from the previous report in ``out`` when that report is of these
-    same directories; otherwise the command is given as unknown and the overrides are today's
-    arm definitions."""
+    """The report from the arm directories as they are. What made each arm (the command, its
+    overrides) comes from the arm's ``MADE_BY``; for an arm seeded before that file existed,
+    from the previous report in ``out`` when that report is of these same directories;
+    otherwise the command is given as unknown and the overrides are today's arm definition."""
     from selfloop.ablate_report import write_report
 
     if not (base / "gen_000" / "eval.json").exists():
@@ -295,11 +307,18 @@ def _report_only(base: Path, arms: Sequence[Arm], out: Path, command: str,
     earlier = {name: arm for name, arm in previous.get("arms", {}).items() if name in workdirs}
     same_runs = bool(earlier) and all(Path(arm["workdir"]).resolve() == workdirs[name]
                                       for name, arm in earlier.items())
-    runs_command = (previous.get("command", "") if same_runs
-                    else f"unknown (no earlier report of {base.parent} in {out})")
-    overrides = {a.name: earlier[a.name]["overrides"] if same_runs and a.name in earlier
-                 else list(a.overrides) for a in present}
-    results, files = write_report(base, {a.name: a.workdir for a in present}, overrides, out, runs_command,
+    made = {a.name: _made_by(a) for a in present if _made_by(a)}
+    unknown = f"unknown (no earlier report of {base.parent} in {out})"
+    made_by, overrides = {}, {}
+    for a in present:
+        if a.name in made:
+            made_by[a.name], overrides[a.name] = made[a.name]["command"], made[a.name]["overrides"]
+        elif same_runs and a.name in earlier:
+            made_by[a.name] = earlier[a.name].get("made_by", previous.get("command", ""))
+            overrides[a.name] = earlier[a.name]["overrides"]
+        else:
+            made_by[a.name], overrides[a.name] = unknown, list(a.overrides)
+    results, files = write_report(base, {a.name: a.workdir for a in present}, overrides, out, made_by,
                                   report_command=command)
     return {"ran": [], "skipped": [a.name for a in present if complete(a.workdir)], "failed": {},
             "reported": [a.name for a in present], "results": results, "files": files}

@@ -119,12 +119,16 @@ def arm_series(root: Path, arm: str = "loop") -> list[dict]:
     return rows
 
 
-def collect(base: Path, arms: dict[str, Path], overrides: dict[str, list[str]], command: str,
+def collect(base: Path, arms: dict[str, Path], overrides: dict[str, list[str]], made_by: dict[str, str],
             report_command: str = "") -> dict:
     """results.json: per arm (and the default arm's control generations as ``control``).
-    ``report_command``: the command that wrote this report, when not the one that made the runs."""
+    ``made_by``: the command that made each arm; ``command`` is that command when one made
+    them all. ``report_command``: the command that wrote this report, when not the one that
+    made the runs."""
     base_eval = read_json(Workspace(base).gen(0) / "eval.json")["levels"]
-    out: dict = {"command": command, "base": _eval_row(0, base_eval), "arms": {}}
+    commands = list(dict.fromkeys(made_by[name] for name in arms if name in made_by))
+    out: dict = {"command": commands[0] if len(commands) == 1 else f"{len(commands)} commands (see made_by)",
+                 "base": _eval_row(0, base_eval), "arms": {}}
     if report_command:
         out["report_command"] = report_command
     for name, root in arms.items():
@@ -132,11 +136,13 @@ def collect(base: Path, arms: dict[str, Path], overrides: dict[str, list[str]], 
             continue  # never seeded (failed before it started)
         done = root / "results.json"
         stopped = read_json(done).get("stopped", "") if done.exists() else None
-        out["arms"][name] = {"overrides": overrides.get(name, []), "workdir": str(root),
+        out["arms"][name] = {"overrides": overrides.get(name, []), "made_by": made_by.get(name, ""),
+                             "workdir": str(root),
                              "complete": stopped is not None, "stopped": stopped or "",
                              "generations": arm_series(root)}
         if name == "default" and (root / CONTROL).exists():
             out["arms"][CONTROL] = {"overrides": ["(the default arm's control: reference data only)"],
+                                    "made_by": made_by.get(name, ""),
                                     "workdir": str(root / CONTROL), "complete": stopped is not None,
                                     "stopped": "", "generations": arm_series(root, CONTROL)}
     out["checks"] = checks(out["arms"])
@@ -300,8 +306,7 @@ def table(results: dict) -> str:
             f"{k} {_num(v['min_ratio_to_gen1'], 3)}" for k, v in probe.items()))
     if notes[-1] == "":
         notes.append("- (none: they need the default, collapse or collapse_monitor arms)")
-    notes += ["", f"Onset: {c['definitions']['onset']}.", "",
-              f"Produced by: `{results['command'] or 'selfloop ablate'}`", ""]
+    notes += ["", f"Onset: {c['definitions']['onset']}.", "", *produced_by(results), ""]
     if results.get("report_command"):
         notes += [f"Report written from those runs' files by: `{results['report_command']}`", ""]
     return "\n".join(lines + notes)
@@ -357,10 +362,21 @@ def plots(results: dict, out: Path) -> list[Path]:
     return [acc, div]
 
 
+def produced_by(results: dict) -> list[str]:
+    """The command that made the arms, or each command with the arms it made."""
+    by: dict[str, list[str]] = {}
+    for name, arm in results["arms"].items():
+        if name != CONTROL:
+            by.setdefault(arm.get("made_by") or results["command"] or "selfloop ablate", []).append(name)
+    if len(by) <= 1:
+        return [f"Produced by: `{next(iter(by), results['command'] or 'selfloop ablate')}`"]
+    return ["Produced by:", *(f"- `{cmd}`: {', '.join(names)}" for cmd, names in by.items())]
+
+
 def write_report(base: Path, arms: dict[str, Path], overrides: dict[str, list[str]], out: Path,
-                 command: str, report_command: str = "") -> tuple[dict, list[Path]]:
+                 made_by: dict[str, str], report_command: str = "") -> tuple[dict, list[Path]]:
     out.mkdir(parents=True, exist_ok=True)
-    results = collect(base, arms, overrides, command, report_command)
+    results = collect(base, arms, overrides, made_by, report_command)
     write_json(out / "results.json", results)
     write_text(out / "table.md", "# Ablation\n\n" + table(results))
     return results, [out / "results.json", out / "table.md", *plots(results, out)]
