@@ -362,3 +362,33 @@ def test_a_user_arm_may_not_change_the_base(tmp_path, capsys):
                  "--out", str(tmp_path / "o")])
     assert code == 2 and "shape the shared base checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+
+
+def test_well_formed_samples_vendi_of_a_run_measured_before_it_was_recorded(tmp_path):
+    """The report computes it from verified.jsonl as the measure step would have."""
+    from selfloop import model as mdl
+    from selfloop.ablate_report import samples_vendi
+    from selfloop.config import DomainConfig, load_params, to_dict
+    from selfloop.domains import get_domain
+    from selfloop.monitor import mean_vendi
+    from selfloop.records import write_jsonl
+    from selfloop.steps.measure import measure
+    from selfloop.steps.plan import generation_seed
+    from selfloop.workspace import Workspace
+
+    params = load_params(None, ["measure.probe_n=20", "measure.probe_draws=3", "run.seed=3"])
+    ws = Workspace(tmp_path)
+    write_json(tmp_path / "params.json", to_dict(params))
+    tok = mdl.build_char_tokenizer(get_domain(DomainConfig()).alphabet)
+    tok.save_pretrained(ws.init_model)
+    problem = {"numbers": [1, 2, 3], "target": 6}
+    samples = [{"level": 3, "response": f"{a}+{b}*{c}", "count": 2, "problem": problem}
+               for a, b, c in [(1, 2, 3), (2, 3, 1), (3, 1, 2), (1, 3, 2), (2, 1, 3), (3, 2, 1)] * 3]
+    samples += [{"level": 3, "response": f"{i}((", "count": 1, "problem": problem} for i in range(30)]
+    ws.gen(2).mkdir(parents=True)
+    write_jsonl(ws.gen(2) / "verified.jsonl", samples)
+    dom = get_domain(DomainConfig())
+    recorded = measure(samples, [], [], None, 0, generation_seed(params, 2), probe_n=20, probe_draws=3,
+                       well_formed=lambda r: dom.verify(r["response"], r["problem"], 200).well_formed)
+    assert recorded["3"]["samples_well_formed"]["available"] == 36  # malformed left out
+    assert samples_vendi(ws, 2) == pytest.approx(mean_vendi(recorded, "samples_well_formed"))

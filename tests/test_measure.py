@@ -101,3 +101,20 @@ def test_probe_with_fewer_well_formed_answers_than_probe_n_measures_them_all():
     assert w5["n"] == 7 and w5["available"] == 7 and "vendi_ngram_sd" not in w5  # one draw: all of them
     none = measure([], [], [], None, 100, 0, probe=[probe_rec(5, "x(", False)], probe_n=256)["5"]
     assert none["probe_well_formed"] == {"n": 0, "available": 0} and none["probe"]["well_formed_share"] == 0.0
+
+
+def test_samples_well_formed_keeps_legal_attempts_counted_at_a_fixed_size():
+    dom = get_domain(DomainConfig())
+    problem = {"numbers": [1, 2, 3, 4], "target": 10}
+    legal_answers = [f"{a}+{b}+{c}+{d}" for a, b, c, d in
+                     [(1, 2, 3, 4), (4, 3, 2, 1), (2, 1, 4, 3), (3, 4, 1, 2), (1, 3, 2, 4)]]
+    samples = ([{**rec(4, a, 30), "problem": problem} for a in legal_answers]  # 150 legal
+               + [{**rec(4, f"({i}(+"), "problem": problem} for i in range(50)]  # 50 malformed, distinct
+               + [{**rec(4, "1*2*3*4", 50), "problem": problem}])  # 50 legal, wrong value
+    out = measure(samples, [], [], None, 100, 0, probe_n=100,
+                  well_formed=lambda r: dom.verify(r["response"], r["problem"], 200).well_formed)
+    w = out["4"]["samples_well_formed"]
+    assert w["available"] == 200 and w["share"] == pytest.approx(200 / 250)  # repeats counted
+    assert w["n"] == 100 and w["distinct"] <= 6 and w["vendi_ngram_sd"] > 0
+    assert w["vendi_ngram"] < out["4"]["samples"]["vendi_ngram"]  # the malformed noise is left out
+    assert "samples_well_formed" not in measure(samples, [], [], None, 100, 0)["4"]  # no check given

@@ -83,6 +83,29 @@ def probe_vendi(ws: Workspace, g: int, arm: str = "loop") -> float | None:
     return mean_vendi(probe_levels(read_jsonl(path), params, g), "probe_well_formed")
 
 
+def samples_vendi(ws: Workspace, g: int) -> float | None:
+    """Mean over levels of the well-formed samples' n-gram Vendi of a generation measured
+    before the measure step recorded it, computed from its verified.jsonl as that step does."""
+    from selfloop import loop
+    from selfloop import model as mdl
+    from selfloop.config import saved_params
+    from selfloop.records import read_jsonl
+    from selfloop.steps.measure import samples_well_formed
+    from selfloop.steps.plan import generation_seed
+
+    params = saved_params(read_json(ws.root / "params.json"))
+    domain = loop.domain_for(params, mdl.load_tokenizer(ws.init_model))
+    samples, m = read_jsonl(ws.gen(g) / "verified.jsonl"), params.measure
+
+    def legal(record: dict) -> bool:
+        return domain.verify(record["response"], record["problem"], params.verify.max_chars).well_formed
+
+    levels = {str(lv): {"samples_well_formed": samples_well_formed(
+        samples, lv, legal, [], 0, m.probe_n, generation_seed(params, g), m.probe_draws)}
+        for lv in sorted({r["level"] for r in samples})}
+    return mean_vendi(levels, "samples_well_formed")
+
+
 def generation_row(ws: Workspace, g: int) -> dict:
     """One finished generation of a loop arm, from its files."""
     d = ws.gen(g)
@@ -94,6 +117,9 @@ def generation_row(ws: Workspace, g: int) -> dict:
         "accepted": metrics.get("curate", {}).get("accepted"),
         "pool": metrics.get("curate", {}).get("pool"),
         "vendi_samples": mean_vendi(diversity, "samples"),
+        "vendi_samples_wf": (mean_vendi(diversity, "samples_well_formed")
+                             if any("samples_well_formed" in d for d in diversity.values())
+                             else samples_vendi(ws, g)),
         "vendi_accepted": mean_vendi(diversity, "accepted"),
         "vendi_probe": mean_vendi(diversity, "probe_well_formed"),
         "diversity": diversity,
@@ -205,6 +231,7 @@ def checks(arms: dict) -> dict:
         flag = first_flag(default)
         out["default"] = {"ever_flagged": flag is not None, "first_flag": flag,
                           "vendi_samples": _fell_below_first(default, "vendi_samples"),
+                          "vendi_samples_wf": _fell_below_first(default, "vendi_samples_wf"),
                           "vendi_accepted": _fell_below_first(default, "vendi_accepted"),
                           "vendi_probe": _fell_below_first(default, "vendi_probe"),
                           "distinct_per_solved": _fell_below_first(default, "distinct_per_solved")}
@@ -242,9 +269,10 @@ def table(results: dict) -> str:
     arms = results["arms"]
     default = arms.get("default", {}).get("generations")
     lines = ["| arm | generations | final mean accuracy | best (generation) | vs default (final) | "
-             "first monitor flag | samples Vendi gen 1 → last | accepted Vendi gen 1 → last | "
-             "probe Vendi gen 0 → 1 → last | correct answers per solved problem gen 0 → 1 → last |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "first monitor flag | samples Vendi gen 1 → last | well-formed samples Vendi gen 1 → last | "
+             "accepted Vendi gen 1 → last | probe Vendi gen 0 → 1 → last | "
+             "correct answers per solved problem gen 0 → 1 → last |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, arm in arms.items():
         rows = arm["generations"]
         last = rows[-1]
@@ -268,17 +296,18 @@ def table(results: dict) -> str:
                 else "" if arm["complete"] else " (incomplete)")
         lines.append(f"| {name}{stop} | {len(rows) - 1} | {_pct(last['mean_accuracy'])} | "
                      f"{_pct(best['mean_accuracy'])} ({best['generation']}) | {vs} | {flag_s} | "
-                     f"{span('vendi_samples')} | {span('vendi_accepted')} | "
+                     f"{span('vendi_samples')} | {span('vendi_samples_wf')} | {span('vendi_accepted')} | "
                      f"{_num(rows[0].get('vendi_probe'))} → {span('vendi_probe')} | "
                      f"{_num(rows[0].get('distinct_per_solved'), 3)} → "
                      f"{span('distinct_per_solved', digits=3)} |")
     c = results["checks"]
     notes = ["", "Mean held-out greedy accuracy over levels; generation 0 is the shared base model "
              f"({_pct(results['base']['mean_accuracy'])}). Vendi: n-gram Vendi score, mean over levels. "
-             "Probe: the well-formed held-out pass@k samples (same problems every generation and arm, "
-             "a fixed-size sample per level). Correct answers per solved problem: distinct correct "
-             "answers among the k held-out samples of each problem solved at least once, pooled over "
-             "levels.", "",
+             "Well-formed samples: the generation's own samples that are legal attempts, a fixed-size "
+             "sample per level. Probe: the well-formed held-out pass@k samples (same problems every "
+             "generation and arm, a fixed-size sample per level). Correct answers per solved problem: "
+             "distinct correct answers among the k held-out samples of each problem solved at least "
+             "once, pooled over levels.", "",
              "Checks (computed, not asserted):", ""]
     if "collapse" in c:
         x = c["collapse"]
@@ -289,6 +318,7 @@ def table(results: dict) -> str:
         x = c["default"]
         fell = ", ".join(f"{label} {x[key]['fell_below_gen1']} ({_num(x[key]['min_ratio_to_gen1'], 3)})"
                          for key, label in (("vendi_samples", "samples Vendi"),
+                                            ("vendi_samples_wf", "well-formed samples Vendi"),
                                             ("vendi_accepted", "accepted Vendi"),
                                             ("vendi_probe", "probe Vendi"),
                                             ("distinct_per_solved", "correct answers per solved problem")))

@@ -278,11 +278,14 @@ def step_measure(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     def audit(record: dict) -> bool:  # the domain's exact checker, whatever verified the record
         return domain.verify(record["response"], record["problem"], params.verify.max_chars).correct
 
+    def legal(record: dict) -> bool:  # a well-formed attempt, right or wrong (the same checker)
+        return domain.verify(record["response"], record["problem"], params.verify.max_chars).well_formed
+
     with rep.step(f"gen {g}: measure"):
         result = measure(read_jsonl(d / "verified.jsonl"), read_jsonl(d / "accepted.jsonl"),
                          read_jsonl(ws.reference), embed if m.embeddings else None, m.embed_sample,
                          pl.generation_seed(params, g), confidence, m.confidence_sample,
-                         read_jsonl(d / "eval_samples.jsonl"), m.probe_n, audit, m.probe_draws)
+                         read_jsonl(d / "eval_samples.jsonl"), m.probe_n, audit, m.probe_draws, legal)
     write_json(d / "diversity.json", result)
     return {"diversity": result}
 

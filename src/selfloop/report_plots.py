@@ -10,8 +10,9 @@ import io
 from dataclasses import dataclass
 
 DPI = 90
-SETS = (("samples", "model's samples", "-"), ("accepted", "accepted answers", "--"),
-        ("probe_well_formed", "held-out probe, well-formed", "-."))
+SETS = (("samples", "model's samples", "-"),
+        ("samples_well_formed", "model's samples, well-formed", (0, (1, 1))),  # densely dotted
+        ("accepted", "accepted answers", "--"), ("probe_well_formed", "held-out probe, well-formed", "-."))
 
 
 @dataclass(frozen=True)
@@ -88,15 +89,15 @@ def diversity(data: dict) -> Plot | None:
             pts = [(r["generation"], d["vendi_ngram"]) for r in rows
                    if "vendi_ngram" in (d := r["diversity"].get(lv, {}).get(key, {}))]
             if pts:
-                ax.plot([g for g, _ in pts], [v for _, v in pts], style, marker="o", label=label)
+                ax.plot([g for g, _ in pts], [v for _, v in pts], linestyle=style, marker="o", label=label)
         ref = [d["vendi_ngram"] for r in rows if "vendi_ngram" in (d := r["diversity"].get(lv, {})
                                                                       .get("reference", {}))]
         if ref:
             ax.axhline(ref[-1], color="grey", linestyle=":", label="reference data")
         ax.set(title=f"level {lv}", xlabel="generation", ylabel="n-gram Vendi score")
     return _finish(fig, "plot-diversity", "n-gram Vendi score per level and generation of the model's "
-                   "samples, of the accepted answers and of the well-formed held-out probe samples, with "
-                   "the reference data's as a dotted line")
+                   "samples and their well-formed ones, of the accepted answers and of the well-formed "
+                   "held-out probe samples, with the reference data's as a grey dotted line")
 
 
 def mix(data: dict) -> Plot | None:

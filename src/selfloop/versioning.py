@@ -284,8 +284,9 @@ class Versioning:
                         {"synthetic answers": {"x": "generation",
                                                "y": {"history.json": ["accepted", "pool"]}}},
                         {"diversity (n-gram Vendi, mean over levels)": {
-                            "x": "generation", "y": {"history.json": ["vendi_samples", "vendi_accepted",
-                                                               "vendi_probe_well_formed"]}}}]
+                            "x": "generation",
+                            "y": {"history.json": ["vendi_samples", "vendi_samples_well_formed",
+                                                   "vendi_accepted", "vendi_probe_well_formed"]}}}]
         header = "# Written by selfloop as the run goes (see src/selfloop/versioning.py).\n"
         write_text(self.pipeline, header + yaml.safe_dump(doc, sort_keys=False, width=120))
 

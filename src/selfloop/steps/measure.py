@@ -7,7 +7,9 @@ selection policy, so they do not compare across generations or arms at equal foo
 **probe** does: the held-out evaluation's pass@k samples (the same problems, k answers each,
 every generation, every arm). ``probe`` measures all of them; ``probe_well_formed`` measures a
 seeded sample of fixed size of the well-formed ones (legal attempts, right or wrong), so its
-Vendi is not inflated by malformed output that disappears as the model learns the format."""
+Vendi is not inflated by malformed output that disappears as the model learns the format.
+``samples_well_formed`` does the same for the generation's own samples: at a level, the plan's
+problems are drawn alike every generation, so at a fixed size the legal attempts compare too."""
 
 from __future__ import annotations
 
@@ -89,37 +91,60 @@ def mean_logprob(model, tok, prompts: list[str], responses: list[str], max_lengt
     return total / len(prompts)
 
 
-def measure_probe(probe: list[dict], level: int, reference: list[str], embed: Embed | None,
-                  embed_sample: int, probe_n: int, seed: int, reference_vectors=None,
-                  draws: int = MeasureConfig.probe_draws) -> dict:
-    """The probe's numbers at one level (see the module's docstring). The well-formed set's
-    n-gram Vendi is the mean over ``draws`` seeded samples of ``probe_n``, and
-    ``vendi_ngram_sd`` the draws' standard deviation (why several draws: see
-    ``measure.probe_draws`` in params.yaml). The other numbers are from the first draw."""
-    rows = [p for p in probe if p["level"] == level]
-    well = [p["response"] for p in rows if p["well_formed"]]
-    first = measure_set(_sample(well, probe_n, seed), reference, None, embed_sample, seed)
-    if len(well) > probe_n and draws > 1:
-        values = [first["vendi_ngram"]] + [dv.vendi(dv.ngram_features(_sample(well, probe_n, seed + i)))
+def measure_fixed_n(texts: list[str], reference: list[str], embed_sample: int, n: int, seed: int,
+                    draws: int) -> dict:
+    """``measure_set`` of a seeded sample of ``n`` of ``texts`` (all of them when fewer), so
+    generations compare at equal n. Its n-gram Vendi is the mean over ``draws`` seeded samples
+    of ``n`` and ``vendi_ngram_sd`` the draws' standard deviation (why several draws: see
+    ``measure.probe_draws`` in params.yaml); the other numbers are the first draw's.
+    ``available``: how many texts there were."""
+    first = measure_set(_sample(texts, n, seed), reference, None, embed_sample, seed)
+    if len(texts) > n and draws > 1:
+        values = [first["vendi_ngram"]] + [dv.vendi(dv.ngram_features(_sample(texts, n, seed + i)))
                                            for i in range(1, draws)]
         first["vendi_ngram"] = round(statistics.fmean(values), 6)
         first["vendi_ngram_sd"] = round(statistics.stdev(values), 6)
+    return {**first, "available": len(texts)}
+
+
+def measure_probe(probe: list[dict], level: int, reference: list[str], embed: Embed | None,
+                  embed_sample: int, probe_n: int, seed: int, reference_vectors=None,
+                  draws: int = MeasureConfig.probe_draws) -> dict:
+    """The probe's numbers at one level (see the module's docstring): every sample, and a
+    fixed-size sample of the well-formed ones (``measure_fixed_n``)."""
+    rows = [p for p in probe if p["level"] == level]
+    well = [p["response"] for p in rows if p["well_formed"]]
     return {
         "probe": {**measure_set([p["response"] for p in rows], reference, embed, embed_sample, seed,
                                 reference_vectors),
                   "well_formed_share": round(len(well) / len(rows), 6) if rows else 0.0},
-        "probe_well_formed": {**first, "available": len(well)},
+        "probe_well_formed": measure_fixed_n(well, reference, embed_sample, probe_n, seed, draws),
     }
+
+
+def samples_well_formed(samples: list[dict], level: int, well_formed: Callable[[dict], bool],
+                        reference: list[str], embed_sample: int, n: int, seed: int, draws: int) -> dict:
+    """The generation's own samples at one level, well-formed ones only (repeats counted, as
+    in ``samples``), measured at a fixed size like the probe's: legal attempts on the plan's
+    problems, so that malformed output going away as the model learns the format is not
+    counted as lost diversity. ``share``: the well-formed share of the samples."""
+    rows = [s for s in samples if s["level"] == level]
+    legal = [s["response"] for s in rows if well_formed(s) for _ in range(s.get("count", 1))]
+    total = sum(s.get("count", 1) for s in rows)
+    return {**measure_fixed_n(legal, reference, embed_sample, n, seed, draws),
+            "share": round(len(legal) / total, 6) if total else 0.0}
 
 
 def measure(samples: list[dict], accepted: list[dict], reference: list[dict], embed: Embed | None,
             embed_sample: int, seed: int, confidence: Callable[[list[dict]], float] | None = None,
             confidence_sample: int = 512, probe: list[dict] | None = None, probe_n: int = 256,
             audit: Callable[[dict], bool] | None = None,
-            probe_draws: int = MeasureConfig.probe_draws) -> dict:
+            probe_draws: int = MeasureConfig.probe_draws,
+            well_formed: Callable[[dict], bool] | None = None) -> dict:
     """Per level: the model's samples, the accepted answers, the held-out probe (when given),
     and the reference data's own numbers (the baseline monitors calibrate against). ``audit``
-    (a trusted check of one record) gives the share of accepted answers that pass it."""
+    (a trusted check of one record) gives the share of accepted answers that pass it;
+    ``well_formed`` (whether a sample is a legal attempt) adds ``samples_well_formed``."""
     ref = texts_by_level(reference, weighted=False)
     got, acc = texts_by_level(samples), texts_by_level(accepted, weighted=False)
     out: dict = {}
@@ -135,6 +160,9 @@ def measure(samples: list[dict], accepted: list[dict], reference: list[dict], em
         level_acc = [a for a in accepted if a["level"] == level]
         if audit is not None and level_acc:
             out[key]["accepted"]["audit_pass_share"] = round(sum(map(audit, level_acc)) / len(level_acc), 6)
+        if well_formed is not None and level in got:
+            out[key]["samples_well_formed"] = samples_well_formed(
+                samples, level, well_formed, r, embed_sample, probe_n, seed, probe_draws)
         if probe is not None:
             out[key].update(measure_probe(probe, level, r, embed, embed_sample, probe_n, seed, r_vecs,
                                               probe_draws))
