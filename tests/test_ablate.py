@@ -232,7 +232,8 @@ def test_distinct_per_solved_pools_levels_by_solved_problems():
 
 
 def test_done_when_numbers(tmp_path):
-    from selfloop.ablate_report import checks, onset, plots, table
+    from selfloop.ablate_render import plots, table
+    from selfloop.ablate_report import checks, onset
 
     default = _rows([0.1, 0.12, 0.14, 0.15, 0.16], [10, 11, 10.5, 12], ways=[1.05, 1.1, 1.089, 1.2, 1.3])
     collapse = _rows([0.1, 0.12, 0.13, 0.10, 0.08], [10, 9.5, 8.5, 6], flags=(4,))
