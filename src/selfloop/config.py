@@ -327,24 +327,10 @@ def load_params(path: str | Path | None = "params.yaml", overrides: list[str] = 
         if not path.is_dir():
             raise ConfigError(f"model.path: {params.model.path} is not a directory")
         params = dataclasses.replace(params, model=dataclasses.replace(params.model, path=str(path)))
+    from selfloop.device import resolve_device  # imports torch, and only for 'cuda' or 'auto'
+
     run = dataclasses.replace(params.run, device=resolve_device(params.run.device))
     return dataclasses.replace(params, run=run)
-
-
-def resolve_device(name: str) -> str:
-    """'auto' made concrete (so params.json says where the run ran), and 'cuda' checked
-    before any work starts. torch is imported only when the answer depends on it."""
-    if name == "cpu":
-        return name
-    import torch
-
-    available = torch.cuda.is_available()
-    if name == "auto":
-        return "cuda" if available else "cpu"
-    if not available:
-        raise ConfigError(f"run.device is {name!r}, but torch {torch.__version__} sees no CUDA device "
-                          "(a CPU-only build, no driver, or CUDA_VISIBLE_DEVICES empty); use run.device=cpu")
-    return name
 
 
 def params_from_dict(data: dict[str, Any]) -> Params:

@@ -4,7 +4,6 @@ of any local Hugging Face causal-LM directory. Safetensors only, never remote co
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -55,7 +54,7 @@ def load(path: str | Path, device: str = "cpu"):
     model on ``device`` (``run.device``: 'cpu', 'cuda' or 'auto') in eval mode."""
     from transformers import AutoModelForCausalLM
 
-    from selfloop.config import resolve_device
+    from selfloop.device import deterministic_gpu, resolve_device
 
     path = Path(path)
     if not (path / "config.json").exists():
@@ -69,18 +68,6 @@ def load(path: str | Path, device: str = "cpu"):
         deterministic_gpu()
     model.to(device).eval()
     return model, tok
-
-
-def deterministic_gpu() -> None:
-    """Deterministic GPU kernels, so that a replay or a resume on the same GPU computes the
-    same bits (on CPU they are deterministic already): cuBLAS needs a fixed workspace, set
-    before its first use in the process, and torch must choose deterministic algorithms
-    (``warn_only``: an operation that has none warns instead of stopping the run)."""
-    import torch
-
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
 
 
 def load_tokenizer(path: str | Path):
