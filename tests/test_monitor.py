@@ -12,8 +12,8 @@ def gen(g, vendi=10.0, entropy=3.0, kl=0.2, acc=0.1, monitor=()):
             "eval": {"3": {"greedy_acc": acc}, "4": {"greedy_acc": acc}}, "monitor": list(monitor)}
 
 
-def actions(history, base=0.05):
-    return [d["action"] for d in decide(history, base)]
+def actions(history, base=0.05, th=None, base_probe=0.0):
+    return [d["action"] for d in decide(history, base, th or Thresholds(), base_probe=base_probe)]
 
 
 def test_a_healthy_loop_is_never_flagged():
@@ -127,10 +127,23 @@ def test_the_audit_stops_a_loop_whose_verifier_lets_errors_through():
     assert [d["action"] for d in decide([audited(1, 0.9)], 0.05, Thresholds(audit_floor=0.8))] == []
 
 
-def test_probe_diversity_is_recorded_but_decides_nothing():
-    h1, h2 = gen(1), gen(2)
-    for h, v in ((h1, 20.0), (h2, 2.0)):
+def test_probe_narrowing_below_the_base_models_raises_temperature_and_reference():
+    """The well-formed held-out samples' Vendi against the base model's: 34 -> 32.5 (0.96x)
+    is fine, 34 -> 30 (0.88x) is a model whose own answers narrow. Without the base model's
+    value, or with no well-formed samples to measure, the signal is off."""
+    def probed(g, v):
+        h = gen(g)
         for d in h["diversity"].values():
             d["probe_well_formed"] = {"n": 256, "vendi_ngram": v}
-    assert signals(h2)["vendi_probe"] == 2.0 and signals(gen(1))["vendi_probe"] == 0.0
-    assert actions([h1, h2]) == []
+        return h
+
+    assert signals(probed(2, 2.0))["vendi_probe"] == 2.0 and signals(gen(1))["vendi_probe"] == 0.0
+    assert actions([probed(1, 33.0), probed(2, 32.5)], base_probe=34.0) == []
+    d = decide([probed(1, 33.0), probed(2, 30.0)], 0.05, base_probe=34.0)
+    assert [(x["action"], x["signal"]) for x in d] == [("raise_temperature", "vendi_probe"),
+                                                       ("raise_reference_fraction", "vendi_probe")]
+    assert d[0]["value"] == pytest.approx(30.0) and d[0]["threshold"] == pytest.approx(0.92 * 34.0)
+    assert "below 92% of the base model's" in d[0]["reason"]
+    assert actions([probed(1, 33.0), probed(2, 30.0)]) == []  # base model's probe unknown
+    assert actions([probed(1, 33.0), probed(2, 0.0)], base_probe=34.0) == []  # nothing measured
+    assert actions([probed(1, 33.0), probed(2, 30.0)], base_probe=34.0, th=Thresholds(probe_floor=0)) == []

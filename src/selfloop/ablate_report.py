@@ -61,12 +61,11 @@ def _eval_row(g: int, levels: dict) -> dict:
 def probe_levels(probe: list[dict], params, g: int) -> dict:
     """Per level, the measure step's probe numbers for evaluation samples ``probe`` of
     generation ``g`` (same sample size, draws and seed; no reference, so no KL or MMD)."""
-    from selfloop.steps.measure import measure_probe
+    from selfloop.steps import measure
     from selfloop.steps.plan import generation_seed
 
     m = params.measure
-    return {str(lv): measure_probe(probe, lv, [], None, 0, m.probe_n, generation_seed(params, g), None,
-                                   m.probe_draws) for lv in sorted({p["level"] for p in probe})}
+    return measure.probe_levels(probe, m.probe_n, generation_seed(params, g), m.probe_draws)
 
 
 def probe_vendi(ws: Workspace, g: int, arm: str = "loop") -> float | None:

@@ -183,6 +183,9 @@ class MonitorConfig:
     kl_min: float = _f(0.05, "A template KL below this (bits) is never flagged as drift.")
     headroom_floor: float = _f(0.85, "Flag when held-out pass@k / greedy accuracy falls below this x the "
                                "base model's (the model's own distribution narrowing).")
+    probe_floor: float = _f(0.92, "Flag when the n-gram Vendi of the well-formed held-out probe samples "
+                            "falls below this x the base model's (the model's own answers narrowing; "
+                            "0: off).")
     audit_floor: float = _f(0.95, "Stop when fewer than this share of the accepted answers pass the "
                             "domain's exact checker (an audit of the configured verifier; 1.0 when it "
                             "is that checker).")
@@ -345,7 +348,7 @@ def params_from_dict(data: dict[str, Any]) -> Params:
 # today's default. A key whose absence means the run computed something else (the probe's
 # probe_n and the gates' audit_floor came with the probe itself) has no entry here.
 ADDED_KEYS: dict[str, Any] = {"train.schedule": "constant", "train.ema": 0.0, "measure.probe_draws": 5,
-                              "train.start": "previous", "run.device": "cpu"}
+                              "train.start": "previous", "run.device": "cpu", "monitor.probe_floor": 0.0}
 
 
 def with_added_keys(saved: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -391,6 +394,7 @@ def validate(p: Params) -> None:
         (p.train.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(map(repr, SCHEDULES))}"),
         (p.train.start in STARTS, f"train.start must be one of {', '.join(map(repr, STARTS))}"),
         (0 <= p.monitor.audit_floor <= 1, "monitor.audit_floor must be in [0, 1]"),
+        (0 <= p.monitor.probe_floor <= 1, "monitor.probe_floor must be in [0, 1]"),
         (p.measure.probe_n >= 2, "measure.probe_n must be >= 2"),
         (p.measure.probe_draws >= 1, "measure.probe_draws must be >= 1"),
         (p.model.n_embd % p.model.n_head == 0, "model.n_embd must be divisible by model.n_head"),

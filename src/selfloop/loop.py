@@ -290,6 +290,27 @@ def step_measure(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     return {"diversity": result}
 
 
+def base_probe_vendi(params: Params, ws: Workspace) -> float:
+    """The base model's probe diversity (mean over levels of the well-formed held-out samples'
+    n-gram Vendi), computed from gen_000/eval_samples.jsonl as the measure step computes a
+    generation's: the monitor's ``probe_floor`` is a share of it. 0 when it has none."""
+    from selfloop.monitor import mean_vendi
+    from selfloop.steps.measure import probe_levels
+
+    path, m = ws.gen(0) / "eval_samples.jsonl", params.measure
+    if not path.exists():
+        return 0.0
+    stat = path.stat()  # a base run replaced in place must not be read from the memo
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, m.probe_n, m.probe_draws, params.run.seed)
+    if key not in _BASE_PROBE:
+        levels = probe_levels(read_jsonl(path), m.probe_n, pl.generation_seed(params, 0), m.probe_draws)
+        _BASE_PROBE[key] = mean_vendi(levels, "probe_well_formed") or 0.0
+    return _BASE_PROBE[key]
+
+
+_BASE_PROBE: dict[tuple, float] = {}  # one computation per process and base run (~3 s)
+
+
 def step_monitor(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     """The collapse monitor's decisions after generation ``g``, from the measurements and
     evaluations of generations 1..g (files, so a replay reproduces them). Decisions are
@@ -308,7 +329,8 @@ def step_monitor(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     base_acc = sum(e["greedy_acc"] for e in base.values()) / len(base)
     m = to_dict(params)["monitor"]
     th = Thresholds(**{f.name: m[f.name] for f in dataclasses.fields(Thresholds)})
-    decisions = decide(history, base_acc, th, base_headroom=headroom(base))
+    decisions = decide(history, base_acc, th, base_headroom=headroom(base),
+                       base_probe=base_probe_vendi(params, ws) if th.probe_floor else 0.0)
     write_json(ws.gen(g) / "monitor.json", {"decisions": decisions, "signals": signals(history[-1])})
     return {"monitor": decisions}
 

@@ -17,15 +17,17 @@ calibrated from the first generation's own numbers (configurable fractions):
   model's own distribution is narrowing onto its greedy answer, whatever the selection
   policy samples -> raise the temperature and the reference fraction. Measured on the fixed
   held-out set with fixed k, so it compares across generations and arms;
+- the diversity of the model's own held-out samples (the probe: n-gram Vendi of a fixed-size
+  sample of the well-formed pass@k answers, the same problems every generation) fell below
+  ``probe_floor`` x the base model's: the clearest sign that the model itself narrows, at
+  equal n and with malformed output left out -> raise the temperature and the reference
+  fraction, as for the headroom;
 - the audit: the share of the accepted answers that the domain's exact checker confirms fell
   below ``audit_floor`` -> stop the loop: the configured verifier lets wrong answers into
   training, and nothing the sampler or the mix can change fixes that (1.0 by construction when
   the verifier is the exact checker; it matters for any other verifier, e.g. none);
 - mean held-out greedy accuracy fell more than ``accuracy_drop`` below the best so far
-  -> roll back to the champion checkpoint; twice in a row -> stop the loop.
-
-The diversity of the held-out probe samples (``vendi_probe``) is recorded with the signals but
-decides nothing yet."""
+  -> roll back to the champion checkpoint; twice in a row -> stop the loop."""
 
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ class Thresholds:
     kl_ceiling: float = 3.0
     kl_min: float = 0.05  # a KL this small is never drift, whatever the first generation's was
     headroom_floor: float = 0.85
+    probe_floor: float = 0.92
     audit_floor: float = 0.95
     accuracy_drop: float = 0.03
     max_rollbacks: int = 2
@@ -82,11 +85,11 @@ def signals(metrics: dict) -> dict[str, float]:
 
 
 def decide(history: list[dict], base_accuracy: float, th: Thresholds = Thresholds(),
-           base_headroom: float = 0.0) -> list[dict]:
+           base_headroom: float = 0.0, base_probe: float = 0.0) -> list[dict]:
     """Decisions after the last generation of ``history`` (each a generation's metrics.json,
     oldest first, with its ``monitor`` decisions where it had them), given the base model's
-    mean accuracy and headroom. Each decision: {"action", "reason", "signal", "value",
-    "threshold"}."""
+    mean accuracy, headroom and probe Vendi (0: not known, that signal is off). Each
+    decision: {"action", "reason", "signal", "value", "threshold"}."""
     if not history:
         return []
     first, now = signals(history[0]), signals(history[-1])
@@ -111,6 +114,12 @@ def decide(history: list[dict], base_accuracy: float, th: Thresholds = Threshold
                f"({base_headroom:.2f}): the model's distribution is narrowing")
         flag("raise_temperature", "headroom", th.headroom_floor * base_headroom, why)
         flag("raise_reference_fraction", "headroom", th.headroom_floor * base_headroom, why)
+    probe_limit = th.probe_floor * base_probe
+    if probe_limit and now["vendi_probe"] and now["vendi_probe"] < probe_limit:
+        why = (f"the model's well-formed held-out samples fell below {th.probe_floor:.0%} of the base "
+               f"model's diversity ({base_probe:.2f}): its own answers are narrowing")
+        flag("raise_temperature", "vendi_probe", probe_limit, why)
+        flag("raise_reference_fraction", "vendi_probe", probe_limit, why)
     if now["audit_accepted"] < th.audit_floor:
         flag("stop", "audit_accepted", th.audit_floor,
              f"only {now['audit_accepted']:.1%} of the accepted answers pass the domain's exact checker: "

@@ -129,8 +129,9 @@ def generation_stages(g: int, source: int | None = None, start: int | None = Non
                      f"{d}/plan.json"],
                     ["measure", "domain", "verify", *_RUN], [f"{d}/diversity.json"]),
         "monitor": ([f"gen_{k:03d}/{n}" for k in range(1, g + 1) for n in ("diversity.json", "eval.json")]
-                    + [f"gen_{k:03d}/monitor.json" for k in range(1, g)] + ["gen_000/eval.json"],
-                    ["monitor"], [f"{d}/monitor.json"]),
+                    + [f"gen_{k:03d}/monitor.json" for k in range(1, g)]
+                    + ["gen_000/eval.json", "gen_000/eval_samples.jsonl"],
+                    ["monitor", "measure.probe_n", "measure.probe_draws", "run.seed"], [f"{d}/monitor.json"]),
     }
     return {f"{d}_{step}": _stage(f"selfloop stage {step} {g}", *spec) for step, spec in specs.items()}
 

@@ -122,6 +122,13 @@ def measure_probe(probe: list[dict], level: int, reference: list[str], embed: Em
     }
 
 
+def probe_levels(probe: list[dict], probe_n: int, seed: int, draws: int) -> dict:
+    """Per level, ``measure_probe``'s numbers for evaluation samples ``probe`` (no reference:
+    no KL or MMD): for a generation without a measure step, the base model's above all."""
+    return {str(lv): measure_probe(probe, lv, [], None, 0, probe_n, seed, None, draws)
+            for lv in sorted({p["level"] for p in probe})}
+
+
 def samples_well_formed(samples: list[dict], level: int, well_formed: Callable[[dict], bool],
                         reference: list[str], embed_sample: int, n: int, seed: int, draws: int) -> dict:
     """The generation's own samples at one level, well-formed ones only (repeats counted, as
