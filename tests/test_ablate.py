@@ -151,6 +151,23 @@ def test_an_arm_may_not_change_the_base(tmp_path, override):
         make_arms(None, SETS, 1, tmp_path, {"odd": ("curate.accumulate=false", override)})
 
 
+def test_a_base_made_before_a_key_existed_is_reused(tmp_path):
+    """A base whose params.json predates run.device reads as cpu (config.ADDED_KEYS), so a
+    later ablation reuses it; a base made with other shaping parameters is still refused."""
+    from selfloop.ablate import base_params, check_base
+    from selfloop.config import to_dict
+
+    base = base_params(None, SETS, tmp_path)
+    saved = to_dict(base)
+    del saved["run"]["device"]
+    Path(base.run.workdir).mkdir(parents=True)
+    write_json(Path(base.run.workdir) / "params.json", saved)
+    check_base(base)
+    write_json(Path(base.run.workdir) / "params.json", {**saved, "run": {**saved["run"], "seed": 7}})
+    with pytest.raises(ValueError, match=r"made with other \['run.seed'\]"):
+        check_base(base)
+
+
 def _record_span(arm) -> None:
     """A stand-in arm process: writes when it started and ended. Arms ``a`` and ``b`` each
     wait (up to 60 s) for the other to have started, and record whether it did: a fixed sleep

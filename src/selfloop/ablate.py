@@ -28,7 +28,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from selfloop import loop
-from selfloop.config import ConfigError, Params, load_params, to_dict
+from selfloop.config import ConfigError, Params, load_params, to_dict, with_added_keys
 from selfloop.records import read_json, write_json
 from selfloop.terminate import sigterm_raises
 from selfloop.workspace import Workspace
@@ -126,7 +126,9 @@ def check_base(base: Params) -> None:
         return
     import json
 
-    old, new = _shaping(read_json(saved)), _shaping(json.loads(json.dumps(to_dict(base))))
+    # a base made before a key existed reads as what it did then (config.ADDED_KEYS)
+    old = _shaping(with_added_keys(read_json(saved))[0])
+    new = _shaping(json.loads(json.dumps(to_dict(base))))
     diff = [k for k in new if old[k] != new[k]]
     if diff:
         raise ValueError(f"{saved.parent} was made with other {diff}: remove it (and the arms beside "
