@@ -147,3 +147,24 @@ def test_probe_narrowing_below_the_base_models_raises_temperature_and_reference(
     assert actions([probed(1, 33.0), probed(2, 30.0)]) == []  # base model's probe unknown
     assert actions([probed(1, 33.0), probed(2, 0.0)], base_probe=34.0) == []  # nothing measured
     assert actions([probed(1, 33.0), probed(2, 30.0)], base_probe=34.0, th=Thresholds(probe_floor=0)) == []
+
+
+def test_the_base_models_probe_is_measured_as_a_generations_and_reread_when_replaced(tmp_path):
+    from selfloop.ablate_report import probe_vendi
+    from selfloop.config import load_params, to_dict
+    from selfloop.loop import base_probe_vendi
+    from selfloop.records import write_json, write_jsonl
+    from selfloop.workspace import Workspace
+
+    params = load_params(None, ["measure.probe_n=20", "measure.probe_draws=3", f"run.workdir={tmp_path}"])
+    ws = Workspace(tmp_path)
+    write_json(tmp_path / "params.json", to_dict(params))
+    assert base_probe_vendi(params, ws) == 0.0  # no base evaluation yet: the signal is off
+    ws.gen(0).mkdir(parents=True)
+    wide = [{"level": 3, "response": f"{i}+{j}*3", "well_formed": True}
+            for i in range(1, 10) for j in range(1, 6)]
+    write_jsonl(ws.gen(0) / "eval_samples.jsonl", wide)
+    first = base_probe_vendi(params, ws)
+    assert first > 5 and first == pytest.approx(probe_vendi(ws, 0))  # as the ablation report computes it
+    write_jsonl(ws.gen(0) / "eval_samples.jsonl", [wide[0]] * 40)  # a base run replaced in place
+    assert base_probe_vendi(params, ws) == pytest.approx(1.0)
