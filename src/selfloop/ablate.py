@@ -309,7 +309,7 @@ def _report_only(base: Path, arms: Sequence[Arm], out: Path, command: str,
     earlier = {name: arm for name, arm in previous.get("arms", {}).items() if name in workdirs}
     same_runs = bool(earlier) and all(Path(arm["workdir"]).resolve() == workdirs[name]
                                       for name, arm in earlier.items())
-    made = {a.name: _made_by(a) for a in present if _made_by(a)}
+    made = {a.name: record for a in present if (record := _made_by(a))}
     unknown = f"unknown (no earlier report of {base.parent} in {out})"
     made_by, overrides = {}, {}
     for a in present:

@@ -73,13 +73,13 @@ def probe_vendi(ws: Workspace, g: int, arm: str = "loop") -> float | None:
     measure step (the base model, the control arm), as the measure step computes it; None
     when its evaluation kept no samples."""
     from selfloop.config import saved_params
+    from selfloop.loop import probe_vendi_of
     from selfloop.records import read_jsonl
 
     path = ws.gen(g, arm) / "eval_samples.jsonl"
     if not path.exists():
         return None
-    params = saved_params(read_json(ws.root / "params.json"))
-    return mean_vendi(probe_levels(read_jsonl(path), params, g), "probe_well_formed")
+    return probe_vendi_of(saved_params(read_json(ws.root / "params.json")), read_jsonl(path), g)
 
 
 def samples_vendi(ws: Workspace, g: int) -> float | None:
@@ -93,12 +93,8 @@ def samples_vendi(ws: Workspace, g: int) -> float | None:
     from selfloop.steps.plan import generation_seed
 
     params = saved_params(read_json(ws.root / "params.json"))
-    domain = loop.domain_for(params, mdl.load_tokenizer(ws.init_model))
+    legal = loop.legal_attempt(params, loop.domain_for(params, mdl.load_tokenizer(ws.init_model)))
     samples, m = read_jsonl(ws.gen(g) / "verified.jsonl"), params.measure
-
-    def legal(record: dict) -> bool:
-        return domain.verify(record["response"], record["problem"], params.verify.max_chars).well_formed
-
     levels = {str(lv): {"samples_well_formed": samples_well_formed(
         samples, lv, legal, [], 0, m.probe_n, generation_seed(params, g), m.probe_draws)}
         for lv in sorted({r["level"] for r in samples})}

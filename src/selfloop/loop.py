@@ -11,7 +11,7 @@ import json
 import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -278,33 +278,46 @@ def step_measure(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     def audit(record: dict) -> bool:  # the domain's exact checker, whatever verified the record
         return domain.verify(record["response"], record["problem"], params.verify.max_chars).correct
 
-    def legal(record: dict) -> bool:  # a well-formed attempt, right or wrong (the same checker)
-        return domain.verify(record["response"], record["problem"], params.verify.max_chars).well_formed
-
     with rep.step(f"gen {g}: measure"):
         result = measure(read_jsonl(d / "verified.jsonl"), read_jsonl(d / "accepted.jsonl"),
                          read_jsonl(ws.reference), embed if m.embeddings else None, m.embed_sample,
                          pl.generation_seed(params, g), confidence, m.confidence_sample,
-                         read_jsonl(d / "eval_samples.jsonl"), m.probe_n, audit, m.probe_draws, legal)
+                         read_jsonl(d / "eval_samples.jsonl"), m.probe_n, audit, m.probe_draws,
+                         legal_attempt(params, domain))
     write_json(d / "diversity.json", result)
     return {"diversity": result}
 
 
-def base_probe_vendi(params: Params, ws: Workspace) -> float:
-    """The base model's probe diversity (mean over levels of the well-formed held-out samples'
-    n-gram Vendi), computed from gen_000/eval_samples.jsonl as the measure step computes a
-    generation's: the monitor's ``probe_floor`` is a share of it. 0 when it has none."""
+def legal_attempt(params: Params, domain: Domain) -> Callable[[dict], bool]:
+    """Whether a sample record is a well-formed attempt, right or wrong, by the domain's exact
+    checker (whatever verified it): what ``samples_well_formed`` keeps."""
+    def legal(record: dict) -> bool:
+        return domain.verify(record["response"], record["problem"], params.verify.max_chars).well_formed
+    return legal
+
+
+def probe_vendi_of(params: Params, samples: list[dict], g: int) -> float | None:
+    """Mean over levels of the well-formed probe samples' n-gram Vendi of generation ``g``'s
+    evaluation samples, as the measure step computes it (its sample size, draws and seed):
+    for the generations without a measure step, the base model's and the control arm's."""
     from selfloop.monitor import mean_vendi
     from selfloop.steps.measure import probe_levels
 
+    m = params.measure
+    return mean_vendi(probe_levels(samples, m.probe_n, pl.generation_seed(params, g), m.probe_draws),
+                      "probe_well_formed")
+
+
+def base_probe_vendi(params: Params, ws: Workspace) -> float:
+    """The base model's probe diversity (``probe_vendi_of`` generation 0), of which the
+    monitor's ``probe_floor`` is a share; 0 when it has none."""
     path, m = ws.gen(0) / "eval_samples.jsonl", params.measure
     if not path.exists():
         return 0.0
     stat = path.stat()  # a base run replaced in place must not be read from the memo
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, m.probe_n, m.probe_draws, params.run.seed)
     if key not in _BASE_PROBE:
-        levels = probe_levels(read_jsonl(path), m.probe_n, pl.generation_seed(params, 0), m.probe_draws)
-        _BASE_PROBE[key] = mean_vendi(levels, "probe_well_formed") or 0.0
+        _BASE_PROBE[key] = probe_vendi_of(params, read_jsonl(path), 0) or 0.0
     return _BASE_PROBE[key]
 
 
