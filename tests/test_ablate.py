@@ -231,7 +231,7 @@ def _rows(acc, vendi=None, flags=None, ways=None):
         r = {"generation": g, "mean_accuracy": a, "distinct_per_solved": ways[g] if ways else None}
         if g and vendi:
             r.update(vendi_samples=vendi[g - 1], vendi_accepted=vendi[g - 1] / 2,
-                     vendi_probe=vendi[g - 1] / 4,
+                     vendi_accepted_equal_n=vendi[g - 1] / 5, vendi_probe=vendi[g - 1] / 4,
                      monitor=[{"action": "raise_temperature", "signal": "vendi_samples"}]
                      if g in (flags or ()) else [])
         rows.append(r)
@@ -297,7 +297,9 @@ def test_done_when_numbers(tmp_path):
     text = table(results)
     assert "| collapse | 4 | 8.0% | 13.0% (2) | -8.0 pts (0.50x) | gen 4: raise_temperature" in text
     assert "| control | 4 |" in text
-    assert "| 5.00 → 6.00 | - → 2.50 → 3.00 | 1.050 → 1.100 → 1.300 |" in text  # default's last columns
+    # default's last columns: accepted, accepted at equal size, probe, ways
+    assert "| 5.00 → 6.00 | 2.00 → 2.40 | - → 2.50 → 3.00 | 1.050 → 1.100 → 1.300 |" in text
+    assert "accepted Vendi at equal size False (1.050)" in text
     assert "correct answers per solved problem True (0.990)" in text
     assert "probe Vendi, lowest of generations 2.. / generation 1's: default 1.050, collapse 0.600" in text
     assert all(p.stat().st_size > 5000 for p in plots(results, tmp_path))
@@ -410,3 +412,38 @@ def test_well_formed_samples_vendi_of_a_run_measured_before_it_was_recorded(tmp_
                        well_formed=lambda r: dom.verify(r["response"], r["problem"], 200).well_formed)
     assert recorded["3"]["samples_well_formed"]["available"] == 36  # malformed left out
     assert samples_vendi(ws, 2) == pytest.approx(mean_vendi(recorded, "samples_well_formed"))
+
+
+def test_accepted_vendi_at_equal_size_of_a_run_measured_before_it_was_recorded(tmp_path):
+    """For generations whose measure step did not record it, the report computes the accepted
+    answers at a fixed size from accepted.jsonl as that step does; the series averages the
+    levels generation 1 had at full size."""
+    from selfloop.ablate_report import accepted_equal_n_levels
+    from selfloop.config import load_params, to_dict
+    from selfloop.monitor import equal_n_series
+    from selfloop.records import write_jsonl
+    from selfloop.steps.measure import measure
+    from selfloop.steps.plan import generation_seed
+    from selfloop.workspace import Workspace
+
+    params = load_params(None, ["measure.accepted_n=12", "measure.probe_draws=3", "run.seed=3"])
+    ws = Workspace(tmp_path)
+    write_json(tmp_path / "params.json", to_dict(params))
+    accepted = ([{"level": 3, "response": f"{a}+{b}-{c}"} for a in range(1, 5) for b in range(1, 4)
+                 for c in (1, 2)]  # 24 at level 3
+                + [{"level": 4, "response": f"{a}*{a}+1+2"} for a in range(1, 6)])  # 5 at level 4
+    ws.gen(2).mkdir(parents=True)
+    write_jsonl(ws.gen(2) / "accepted.jsonl", accepted)
+    recorded = measure([], accepted, [], None, 0, generation_seed(params, 2), probe_draws=3, accepted_n=12)
+    got = accepted_equal_n_levels(ws, 2)
+    for lv in ("3", "4"):
+        assert got[lv]["accepted_equal_n"]["vendi_ngram"] == pytest.approx(
+            recorded[lv]["accepted_equal_n"]["vendi_ngram"])
+    assert recorded["3"]["accepted_equal_n"]["n"] == 12 and recorded["3"]["accepted_equal_n"]["full_size"]
+    assert not recorded["4"]["accepted_equal_n"]["full_size"]  # 5 < 12: left out of comparisons
+    assert equal_n_series([got])[0] == pytest.approx(got["3"]["accepted_equal_n"]["vendi_ngram"])
+    # a run that had it off (an earlier run reads measure.accepted_n as 0) is computed at the default
+    off = to_dict(params)
+    del off["measure"]["accepted_n"]
+    write_json(tmp_path / "params.json", off)
+    assert accepted_equal_n_levels(ws, 2)["3"]["accepted_equal_n"]["n"] == 24  # default 128 > 24

@@ -2,6 +2,7 @@
 confidence computed as training tokenizes."""
 
 import math
+import random
 
 import pytest
 import torch
@@ -118,3 +119,23 @@ def test_samples_well_formed_keeps_legal_attempts_counted_at_a_fixed_size():
     assert w["n"] == 100 and w["distinct"] <= 6 and w["vendi_ngram_sd"] > 0
     assert w["vendi_ngram"] < out["4"]["samples"]["vendi_ngram"]  # the malformed noise is left out
     assert "samples_well_formed" not in measure(samples, [], [], None, 100, 0)["4"]  # no check given
+
+
+def test_accepted_answers_are_also_measured_at_a_fixed_size():
+    """A Vendi score grows with the number of answers; at a fixed size two generations with
+    different numbers of accepted answers compare on their variety alone."""
+    digits = range(1, 10)
+    answers = [f"{a}*{b}-{c}+{d}" for a in digits for b in digits for c in digits for d in (1, 2)]
+    large = [rec(3, a) for a in random.Random(1).sample(answers, 1000)]
+    small = random.Random(0).sample(large, 60)  # the same variety, a sixteenth of the answers
+
+    def vendi(acc, key):
+        return measure([], acc, [], None, 100, 0, probe_draws=8, accepted_n=40)["3"][key]
+    assert vendi(large, "accepted")["vendi_ngram"] > vendi(small, "accepted")["vendi_ngram"] * 1.25
+    eq_small, eq_large = vendi(small, "accepted_equal_n"), vendi(large, "accepted_equal_n")
+    assert eq_small["n"] == eq_large["n"] == 40 and eq_small["full_size"] and eq_large["full_size"]
+    assert eq_small["available"] == 60 and eq_large["available"] == 1000
+    assert eq_large["vendi_ngram"] == pytest.approx(eq_small["vendi_ngram"], rel=0.05)
+    assert "accepted_equal_n" not in measure([], large, [], None, 100, 0)["3"]  # accepted_n=0: off
+    few = measure([], small[:10], [], None, 100, 0, accepted_n=40)["3"]["accepted_equal_n"]
+    assert few["n"] == 10 and not few["full_size"]

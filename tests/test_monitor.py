@@ -168,3 +168,19 @@ def test_the_base_models_probe_is_measured_as_a_generations_and_reread_when_repl
     assert first > 5 and first == pytest.approx(probe_vendi(ws, 0))  # as the ablation report computes it
     write_jsonl(ws.gen(0) / "eval_samples.jsonl", [wide[0]] * 40)  # a base run replaced in place
     assert base_probe_vendi(params, ws) == pytest.approx(1.0)
+
+
+def test_equal_n_series_compares_the_levels_generation_1_had_at_full_size():
+    from selfloop.monitor import equal_n_series
+
+    def div(**levels):
+        return {lv[1:]: {"accepted_equal_n": {"vendi_ngram": v, "full_size": full}}
+                for lv, (v, full) in levels.items()}
+
+    series = equal_n_series([div(L3=(10.0, True), L4=(20.0, True), L5=(3.0, False)),
+                             div(L3=(11.0, True), L4=(19.0, True), L5=(30.0, True)),  # L5 joins: left out
+                             div(L3=(12.0, True), L4=(25.0, False)),  # L4 short: no comparable value
+                             None])  # not measured
+    assert series == [15.0, 15.0, None, None]
+    assert equal_n_series([div(L3=(4.0, False)), div(L3=(9.0, True))]) == [None, None]
+    assert equal_n_series([]) == []

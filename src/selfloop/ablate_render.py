@@ -22,9 +22,9 @@ def table(results: dict) -> str:
     default = arms.get("default", {}).get("generations")
     lines = ["| arm | generations | final mean accuracy | best (generation) | vs default (final) | "
              "first monitor flag | samples Vendi gen 1 → last | well-formed samples Vendi gen 1 → last | "
-             "accepted Vendi gen 1 → last | probe Vendi gen 0 → 1 → last | "
-             "correct answers per solved problem gen 0 → 1 → last |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "accepted Vendi gen 1 → last | accepted Vendi at equal size gen 1 → last | "
+             "probe Vendi gen 0 → 1 → last | correct answers per solved problem gen 0 → 1 → last |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, arm in arms.items():
         rows = arm["generations"]
         last = rows[-1]
@@ -49,6 +49,7 @@ def table(results: dict) -> str:
         lines.append(f"| {name}{stop} | {len(rows) - 1} | {_pct(last['mean_accuracy'])} | "
                      f"{_pct(best['mean_accuracy'])} ({best['generation']}) | {vs} | {flag_s} | "
                      f"{span('vendi_samples')} | {span('vendi_samples_wf')} | {span('vendi_accepted')} | "
+                     f"{span('vendi_accepted_equal_n')} | "
                      f"{_num(rows[0].get('vendi_probe'))} → {span('vendi_probe')} | "
                      f"{_num(rows[0].get('distinct_per_solved'), 3)} → "
                      f"{span('distinct_per_solved', digits=3)} |")
@@ -56,8 +57,11 @@ def table(results: dict) -> str:
     notes = ["", "Mean held-out greedy accuracy over levels; generation 0 is the shared base model "
              f"({_pct(results['base']['mean_accuracy'])}). Vendi: n-gram Vendi score, mean over levels. "
              "Well-formed samples: the generation's own samples that are legal attempts, a fixed-size "
-             "sample per level. Probe: the well-formed held-out pass@k samples (same problems every "
-             "generation and arm, a fixed-size sample per level). Correct answers per solved problem: "
+             "sample per level. Accepted Vendi at equal size: a fixed-size sample per level of the accepted "
+             "answers, over the levels generation 1 had that many of (the plain accepted Vendi grows "
+             "with their number, which moves with accuracy and the plan). Probe: the well-formed "
+             "held-out pass@k samples (same problems every generation and arm, a fixed-size sample "
+             "per level). Correct answers per solved problem: "
              "distinct correct answers among the k held-out samples of each problem solved at least "
              "once, pooled over levels.", "",
              "Checks (computed, not asserted):", ""]
@@ -72,6 +76,7 @@ def table(results: dict) -> str:
                          for key, label in (("vendi_samples", "samples Vendi"),
                                             ("vendi_samples_wf", "well-formed samples Vendi"),
                                             ("vendi_accepted", "accepted Vendi"),
+                                            ("vendi_accepted_equal_n", "accepted Vendi at equal size"),
                                             ("vendi_probe", "probe Vendi"),
                                             ("distinct_per_solved", "correct answers per solved problem")))
         notes.append(f"- default arm ever flagged: {x['ever_flagged']}; fell below generation 1's "
@@ -122,7 +127,8 @@ def plots(results: dict, out: Path) -> list[Path]:
     vendi = "n-gram Vendi (mean over levels)"
     for ax, key, title, ylabel in (
             (axes[0], "vendi_samples", "model's samples (plan's problems)", vendi),
-            (axes[1], "vendi_accepted", "accepted answers", vendi),
+            (axes[1], "vendi_accepted_equal_n", "accepted answers, equal size per level",
+             "n-gram Vendi (mean over generation 1's levels)"),
             (axes[2], "vendi_probe", "well-formed held-out probe samples", vendi),
             (axes[3], "distinct_per_solved", "held-out: ways to a correct answer",
              "distinct correct answers per solved problem")):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selfloop.monitor import mean_vendi
+from selfloop.monitor import equal_n_series, mean_vendi
 from selfloop.records import read_json, write_json, write_text
 from selfloop.workspace import Workspace
 
@@ -101,6 +101,24 @@ def samples_vendi(ws: Workspace, g: int) -> float | None:
     return mean_vendi(levels, "samples_well_formed")
 
 
+def accepted_equal_n_levels(ws: Workspace, g: int) -> dict:
+    """Per level, the accepted answers at a fixed size (``measure.accepted_equal_n``) of a
+    generation measured before the measure step recorded them, computed from its
+    accepted.jsonl as that step does (at ``measure.accepted_n``, or its default for a run
+    that did not measure it)."""
+    from selfloop.config import MeasureConfig, saved_params
+    from selfloop.records import read_jsonl
+    from selfloop.steps.measure import accepted_equal_n, texts_by_level
+    from selfloop.steps.plan import generation_seed
+
+    params = saved_params(read_json(ws.root / "params.json"))
+    m, seed = params.measure, generation_seed(params, g)
+    n = m.accepted_n or MeasureConfig.accepted_n
+    by_level = texts_by_level(read_jsonl(ws.gen(g) / "accepted.jsonl"), weighted=False)
+    return {str(lv): {"accepted_equal_n": accepted_equal_n(texts, [], n, seed, m.probe_draws)}
+            for lv, texts in sorted(by_level.items())}
+
+
 def generation_row(ws: Workspace, g: int) -> dict:
     """One finished generation of a loop arm, from its files."""
     d = ws.gen(g)
@@ -137,6 +155,11 @@ def arm_series(root: Path, arm: str = "loop") -> list[dict]:
             rows.append({**_eval_row(g, read_json(ws.gen(g, arm) / "eval.json")["levels"]),
                          "vendi_probe": probe_vendi(ws, g, arm)})
         g += 1
+    if arm == "loop":
+        divs = [r["diversity"] if any("accepted_equal_n" in d for d in r["diversity"].values())
+                else accepted_equal_n_levels(ws, r["generation"]) for r in rows[1:]]
+        for row, v in zip(rows[1:], equal_n_series(divs), strict=True):
+            row["vendi_accepted_equal_n"] = v
     return rows
 
 
@@ -228,6 +251,7 @@ def checks(arms: dict) -> dict:
                           "vendi_samples": _fell_below_first(default, "vendi_samples"),
                           "vendi_samples_wf": _fell_below_first(default, "vendi_samples_wf"),
                           "vendi_accepted": _fell_below_first(default, "vendi_accepted"),
+                          "vendi_accepted_equal_n": _fell_below_first(default, "vendi_accepted_equal_n"),
                           "vendi_probe": _fell_below_first(default, "vendi_probe"),
                           "distinct_per_solved": _fell_below_first(default, "distinct_per_solved")}
     out["probe_vs_gen1"] = {name: _fell_below_first(r, "vendi_probe") for name, r in rows.items()

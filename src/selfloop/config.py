@@ -173,6 +173,9 @@ class MeasureConfig:
     probe_draws: int = _f(32, "Seeded samples of probe_n the probe's n-gram Vendi is averaged over (one "
                           "draw's standard deviation was about 0.5 over levels: 32 draws give a standard "
                           "error near 0.1).")
+    accepted_n: int = _f(128, "Accepted answers per level whose n-gram Vendi compares across generations (a "
+                         "seeded sample of this fixed size, averaged over probe_draws; a level with fewer "
+                         "is left out of the comparison; 0: not measured).")
 
 
 @dataclass(frozen=True)
@@ -348,7 +351,8 @@ def params_from_dict(data: dict[str, Any]) -> Params:
 # today's default. A key whose absence means the run computed something else (the probe's
 # probe_n and the gates' audit_floor came with the probe itself) has no entry here.
 ADDED_KEYS: dict[str, Any] = {"train.schedule": "constant", "train.ema": 0.0, "measure.probe_draws": 5,
-                              "train.start": "previous", "run.device": "cpu", "monitor.probe_floor": 0.0}
+                              "train.start": "previous", "run.device": "cpu", "monitor.probe_floor": 0.0,
+                              "measure.accepted_n": 0}
 
 
 def with_added_keys(saved: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -397,6 +401,8 @@ def validate(p: Params) -> None:
         (0 <= p.monitor.probe_floor <= 1, "monitor.probe_floor must be in [0, 1]"),
         (p.measure.probe_n >= 2, "measure.probe_n must be >= 2"),
         (p.measure.probe_draws >= 1, "measure.probe_draws must be >= 1"),
+        (p.measure.accepted_n == 0 or p.measure.accepted_n >= 2,
+         "measure.accepted_n must be 0 (off) or >= 2"),
         (p.model.n_embd % p.model.n_head == 0, "model.n_embd must be divisible by model.n_head"),
     ]
     for ok, msg in checks:

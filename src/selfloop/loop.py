@@ -283,7 +283,7 @@ def step_measure(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
                          read_jsonl(ws.reference), embed if m.embeddings else None, m.embed_sample,
                          pl.generation_seed(params, g), confidence, m.confidence_sample,
                          read_jsonl(d / "eval_samples.jsonl"), m.probe_n, audit, m.probe_draws,
-                         legal_attempt(params, domain))
+                         legal_attempt(params, domain), m.accepted_n)
     write_json(d / "diversity.json", result)
     return {"diversity": result}
 

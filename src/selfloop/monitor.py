@@ -65,6 +65,24 @@ def mean_vendi(diversity: dict, kind: str) -> float | None:
     return _mean(vs) if vs else None
 
 
+def equal_n_series(diversities: list[dict | None], kind: str = "accepted_equal_n") -> list[float | None]:
+    """Per generation (diversity.json contents from generation 1 on, None where missing), the
+    mean n-gram Vendi of a fixed-size set ``kind`` over the levels the first generation had
+    at full size, so that every value averages the same levels at the same size. A
+    generation lacking one of those levels at full size gets None; so do all when the first
+    has no level at full size."""
+    def full(div: dict | None) -> dict[str, float]:
+        return {lv: d[kind]["vendi_ngram"] for lv, d in (div or {}).items()
+                if d.get(kind, {}).get("full_size")}
+
+    levels = sorted(full(diversities[0])) if diversities else []
+    out: list[float | None] = []
+    for div in diversities:
+        got = full(div)
+        out.append(_mean([got[lv] for lv in levels]) if levels and all(lv in got for lv in levels) else None)
+    return out
+
+
 def signals(metrics: dict) -> dict[str, float]:
     """The numbers the monitor watches, averaged over levels that have them."""
     div = metrics.get("diversity", {})

@@ -203,31 +203,33 @@ class Recorder:
 def write_history(ws: Workspace, levels: list[int], last: int | None = None) -> list[dict]:
     """history.json: one row per finished generation up to ``last`` (default: all of them;
     held-out greedy accuracy per level, answers accepted, pool size, mean n-gram Vendi of the
-    model's samples, of their well-formed ones, of the accepted answers and of the well-formed
-    held-out probe samples)
+    model's samples, of their well-formed ones, of the accepted answers, of the accepted answers
+    at a fixed size (``monitor.equal_n_series``) and of the well-formed held-out probe samples)
     for ``dvc plots`` (the
     ``history`` stage). Recording names ``last``: it may run while the next generation is
     being written."""
-    from selfloop.monitor import mean_vendi
+    from selfloop.monitor import equal_n_series, mean_vendi
     from selfloop.records import iter_jsonl
 
-    rows, g = [], 0
+    rows, g, divs = [], 0, []
     while (ws.gen(g) / "eval.json").exists() and (last is None or g <= last):
         ev = read_json(ws.gen(g) / "eval.json")["levels"]
         row = {"generation": g, **{f"L{lv}": ev[str(lv)]["greedy_acc"] for lv in levels},
                "accepted": 0, "pool": 0,  # the base model trained on reference data only
                "vendi_samples": None, "vendi_samples_well_formed": None, "vendi_accepted": None,
-               "vendi_probe_well_formed": None}
+               "vendi_probe_well_formed": None, "vendi_accepted_equal_n": None}
         if g > 0:
             row["accepted"] = sum(1 for _ in iter_jsonl(ws.gen(g) / "accepted.jsonl"))
             row["pool"] = sum(1 for _ in iter_jsonl(ws.gen(g) / "pool.jsonl"))
-            if (ws.gen(g) / "diversity.json").exists():
-                div = read_json(ws.gen(g) / "diversity.json")
-                for kind in ("samples", "samples_well_formed", "accepted", "probe_well_formed"):
-                    v = mean_vendi(div, kind)
-                    row[f"vendi_{kind}"] = None if v is None else round(v, 6)
+            div = read_json(ws.gen(g) / "diversity.json") if (ws.gen(g) / "diversity.json").exists() else None
+            divs.append(div)
+            for kind in ("samples", "samples_well_formed", "accepted", "probe_well_formed"):
+                v = mean_vendi(div, kind) if div else None
+                row[f"vendi_{kind}"] = None if v is None else round(v, 6)
         rows.append(row)
         g += 1
+    for row, v in zip(rows[1:], equal_n_series(divs), strict=True):
+        row["vendi_accepted_equal_n"] = None if v is None else round(v, 6)
     write_json(ws.root / "history.json", rows)
     return rows
 

@@ -148,8 +148,8 @@ def acceptance(d: dict) -> str:
 def diversity(d: dict) -> str:
     found = [(r["generation"], lv, s, r["diversity"][lv][s]) for r in d["loop"] if r.get("diversity")
              for lv in d["levels"] if lv in r["diversity"]
-             for s in ("samples", "samples_well_formed", "accepted", "probe", "probe_well_formed",
-                       "reference")
+             for s in ("samples", "samples_well_formed", "accepted", "accepted_equal_n", "probe",
+                       "probe_well_formed", "reference")
              if s in r["diversity"][lv]]
     if not found:
         return note("No diversity measured (the measure step was off, or no generation finished yet).")
@@ -158,7 +158,9 @@ def diversity(d: dict) -> str:
     rows = [[str(g), lv, s, *[num(m.get(k), 0 if k == "n" else 3) for k, _ in cols]] for g, lv, s, m in found]
     return (figure(report_plots.diversity(d)) + table("table-diversity", head, rows)
             + note("Per level: the model's samples, a fixed-size sample of their well-formed ones (legal "
-                   "attempts), the answers accepted into the pool, the held-out probe "
+                   "attempts), the answers accepted into the pool and a fixed-size sample of them "
+                   "(accepted_equal_n: a Vendi score grows with the number of answers, which moves "
+                   "with accuracy), the held-out probe "
                    "(the evaluation's pass@k samples: the same problems every generation), a fixed-size "
                    "sample of its well-formed answers, and the reference data (the baseline). Vendi scores "
                    "are effective numbers of distinct answers."))

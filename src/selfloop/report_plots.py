@@ -12,7 +12,9 @@ from dataclasses import dataclass
 DPI = 90
 SETS = (("samples", "model's samples", "-"),
         ("samples_well_formed", "model's samples, well-formed", (0, (1, 1))),  # densely dotted
-        ("accepted", "accepted answers", "--"), ("probe_well_formed", "held-out probe, well-formed", "-."))
+        ("accepted", "accepted answers", "--"),
+        ("accepted_equal_n", "accepted answers, fixed size", (0, (5, 1, 1, 1))),  # dash-dot, dense
+        ("probe_well_formed", "held-out probe, well-formed", "-."))
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,8 @@ def diversity(data: dict) -> Plot | None:
             ax.axhline(ref[-1], color="grey", linestyle=":", label="reference data")
         ax.set(title=f"level {lv}", xlabel="generation", ylabel="n-gram Vendi score")
     return _finish(fig, "plot-diversity", "n-gram Vendi score per level and generation of the model's "
-                   "samples and their well-formed ones, of the accepted answers and of the well-formed "
+                   "samples and their well-formed ones, of the accepted answers (all, and a fixed-size "
+                   "sample) and of the well-formed "
                    "held-out probe samples, with the reference data's as a grey dotted line")
 
 

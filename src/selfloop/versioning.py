@@ -287,7 +287,8 @@ class Versioning:
                         {"diversity (n-gram Vendi, mean over levels)": {
                             "x": "generation",
                             "y": {"history.json": ["vendi_samples", "vendi_samples_well_formed",
-                                                   "vendi_accepted", "vendi_probe_well_formed"]}}}]
+                                                   "vendi_accepted", "vendi_accepted_equal_n",
+                                                   "vendi_probe_well_formed"]}}}]
         header = "# Written by selfloop as the run goes (see src/selfloop/versioning.py).\n"
         write_text(self.pipeline, header + yaml.safe_dump(doc, sort_keys=False, width=120))
 

@@ -9,7 +9,11 @@ every generation, every arm). ``probe`` measures all of them; ``probe_well_forme
 seeded sample of fixed size of the well-formed ones (legal attempts, right or wrong), so its
 Vendi is not inflated by malformed output that disappears as the model learns the format.
 ``samples_well_formed`` does the same for the generation's own samples: at a level, the plan's
-problems are drawn alike every generation, so at a fixed size the legal attempts compare too."""
+problems are drawn alike every generation, so at a fixed size the legal attempts compare too.
+``accepted_equal_n`` measures the accepted answers at a fixed size: their count moves with
+accuracy and the plan (a level's can double or halve from one generation to the next), and a
+Vendi score grows with the number of items it sees, so the plain ``accepted`` numbers of two
+generations differ by their sizes as well as by their variety."""
 
 from __future__ import annotations
 
@@ -142,16 +146,24 @@ def samples_well_formed(samples: list[dict], level: int, well_formed: Callable[[
             "share": round(len(legal) / total, 6) if total else 0.0}
 
 
+def accepted_equal_n(texts: list[str], reference: list[str], n: int, seed: int, draws: int) -> dict:
+    """The accepted answers of one level at a fixed size ``n`` (``measure_fixed_n``).
+    ``full_size``: whether there were at least ``n``; a level with fewer is measured on all it
+    has, and comparisons across generations leave it out (``monitor.equal_n_series``)."""
+    return {**measure_fixed_n(texts, reference, 0, n, seed, draws), "full_size": len(texts) >= n}
+
+
 def measure(samples: list[dict], accepted: list[dict], reference: list[dict], embed: Embed | None,
             embed_sample: int, seed: int, confidence: Callable[[list[dict]], float] | None = None,
             confidence_sample: int = 512, probe: list[dict] | None = None, probe_n: int = 256,
             audit: Callable[[dict], bool] | None = None,
             probe_draws: int = MeasureConfig.probe_draws,
-            well_formed: Callable[[dict], bool] | None = None) -> dict:
+            well_formed: Callable[[dict], bool] | None = None, accepted_n: int = 0) -> dict:
     """Per level: the model's samples, the accepted answers, the held-out probe (when given),
     and the reference data's own numbers (the baseline monitors calibrate against). ``audit``
     (a trusted check of one record) gives the share of accepted answers that pass it;
-    ``well_formed`` (whether a sample is a legal attempt) adds ``samples_well_formed``."""
+    ``well_formed`` (whether a sample is a legal attempt) adds ``samples_well_formed``;
+    ``accepted_n`` > 0 adds ``accepted_equal_n`` at levels with accepted answers."""
     ref = texts_by_level(reference, weighted=False)
     got, acc = texts_by_level(samples), texts_by_level(accepted, weighted=False)
     out: dict = {}
@@ -167,6 +179,8 @@ def measure(samples: list[dict], accepted: list[dict], reference: list[dict], em
         level_acc = [a for a in accepted if a["level"] == level]
         if audit is not None and level_acc:
             out[key]["accepted"]["audit_pass_share"] = round(sum(map(audit, level_acc)) / len(level_acc), 6)
+        if accepted_n > 0 and level in acc:
+            out[key]["accepted_equal_n"] = accepted_equal_n(acc[level], r, accepted_n, seed, probe_draws)
         if well_formed is not None and level in got:
             out[key]["samples_well_formed"] = samples_well_formed(
                 samples, level, well_formed, r, embed_sample, probe_n, seed, probe_draws)
