@@ -156,9 +156,11 @@ def arm_series(root: Path, arm: str = "loop") -> list[dict]:
                          "vendi_probe": probe_vendi(ws, g, arm)})
         g += 1
     if arm == "loop":
-        divs = [r["diversity"] if any("accepted_equal_n" in d for d in r["diversity"].values())
-                else accepted_equal_n_levels(ws, r["generation"]) for r in rows[1:]]
-        for row, v in zip(rows[1:], equal_n_series(divs), strict=True):
+        for r in rows[1:]:  # generations measured before it was recorded: computed, kept per level
+            if not any("accepted_equal_n" in d for d in r["diversity"].values()):
+                for lv, d in accepted_equal_n_levels(ws, r["generation"]).items():
+                    r["diversity"].setdefault(lv, {}).update(d)
+        for row, v in zip(rows[1:], equal_n_series([r["diversity"] for r in rows[1:]]), strict=True):
             row["vendi_accepted_equal_n"] = v
     return rows
 
