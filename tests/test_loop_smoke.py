@@ -51,6 +51,17 @@ def test_tiny_loop_writes_every_step_with_provenance(tiny_overrides):
     assert div["samples"]["n"] == sum(r["count"] for r in candidates if r["level"] == 3)
     assert div["samples"]["vendi_ngram"] >= 1.0 and div["samples"]["mean_logprob"] < 0
     assert div["reference"]["vendi_ngram"] > 1.0
+    # the accepted answers at a fixed size as well: a tiny model accepts next to nothing, so the
+    # step measures again with reference answers standing in for accepted ones
+    from selfloop.loop import NullReporter, step_measure
+    from selfloop.records import write_jsonl
+    from selfloop.workspace import Workspace
+
+    stand_in = [r for r in read_jsonl(root / "data" / "reference.jsonl") if r["level"] == 3][:150]
+    write_jsonl(g1 / "accepted.jsonl", stand_in)
+    eq = step_measure(params, Workspace(root), 1, NullReporter())["diversity"]["3"]["accepted_equal_n"]
+    assert params.measure.accepted_n == 128 and len(stand_in) == 150
+    assert eq["available"] == 150 and eq["n"] == 128 and eq["full_size"] and eq["vendi_ngram"] > 1
     for kind in ("candidates", "accepted", "mix"):
         assert read_json(g1 / "validation" / f"{kind}.json")["success"]
     assert read_json(root / "data" / "validation" / "reference.json")["success"]
