@@ -102,7 +102,7 @@ def samples_vendi(ws: Workspace, g: int) -> float | None:
 
 
 def accepted_equal_n_levels(ws: Workspace, g: int) -> dict:
-    """Per level, the accepted answers at a fixed size (``measure.accepted_equal_n``) of a
+    """Per level, the accepted answers at a fixed size (``steps.measure.accepted_equal_n``) of a
     generation measured before the measure step recorded them, computed from its
     accepted.jsonl as that step does (at ``measure.accepted_n``, or its default for a run
     that did not measure it)."""
