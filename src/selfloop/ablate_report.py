@@ -105,7 +105,7 @@ def accepted_equal_n_levels(ws: Workspace, g: int) -> dict:
     """Per level, the accepted answers at a fixed size (``steps.measure.accepted_equal_n``) of a
     generation measured before the measure step recorded them, computed from its
     accepted.jsonl as that step does (at ``measure.accepted_n``, or its default for a run
-    that did not measure it)."""
+    that did not measure it; no reference, so no template KL: the Vendi is the same)."""
     from selfloop.config import MeasureConfig, saved_params
     from selfloop.records import read_jsonl
     from selfloop.steps.measure import accepted_equal_n, texts_by_level
