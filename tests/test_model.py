@@ -182,3 +182,28 @@ def test_weight_average_of_a_bfloat16_model_keeps_small_steps():
     average.apply()
     assert layer.weight.dtype == torch.bfloat16
     assert torch.all(layer.weight == 1.0 + unit)  # 1.00495 rounds to the upper neighbour
+
+
+def test_default_tokenizer_writes_every_reference_answer_of_both_formats():
+    # The default alphabet once lacked parentheses: a third of the infix reference answers
+    # were trained with padding where the brackets were, and the model never wrote one.
+    import random
+
+    from selfloop.domains.countdown import Problem, solve
+
+    tok = mdl.build_char_tokenizer(Countdown.alphabet)
+    unk = tok.unk_token_id
+    rng, seen = random.Random(0), 0
+    for fmt in ("infix", "steps"):
+        domain = Countdown((1, 9), (1, 99), answer_format=fmt)
+        for _ in range(300):
+            problem = Problem(tuple(rng.randint(1, 9) for _ in range(rng.randint(3, 5))), rng.randint(1, 99))
+            solution = solve(problem)
+            if solution is None:
+                continue
+            text = domain.prompt({"numbers": list(problem.numbers), "target": problem.target}) \
+                + domain.completion(solution)
+            ids = tok(text, add_special_tokens=False).input_ids
+            assert unk not in ids and tok.decode(ids) == text, text
+            seen += "(" in text
+    assert seen > 50  # the infix answers that need brackets were among them

@@ -367,7 +367,7 @@ class Countdown:
     """The Countdown domain bound to its configured ranges."""
 
     name = "countdown"
-    alphabet = "0123456789+-*/=, >:"
+    alphabet = "0123456789+-*/()=, >:"
 
     def __init__(
         self,
