@@ -109,8 +109,14 @@ def init_model(params: Params, ws: Workspace) -> None:
 def make_data(params: Params, ws: Workspace) -> dict:
     tok = mdl.load_tokenizer(ws.init_model)
     counts = ref.run(params, domain_for(params, tok), ws.data)
+    reference = read_jsonl(ws.reference)
+    n_bad, chars, example = mdl.unwritable(tok, [r["prompt"] + r["response"] for r in reference])
+    if n_bad:
+        raise ConfigError(f"the model's tokenizer ({params.model.path or 'the default alphabet'}) cannot "
+                          f"write {n_bad} of the {len(reference)} reference examples: it does not know "
+                          f"{chars!r} (e.g. {example!r}); a model cannot learn what it reads as unknown")
     heldout_ids = _heldout_ids(ws)
-    gate.validate_records("reference", read_jsonl(ws.reference), ws.reference, params, heldout_ids,
+    gate.validate_records("reference", reference, ws.reference, params, heldout_ids,
                           ws.data / "validation" / "reference.json")
     return counts
 

@@ -27,6 +27,19 @@ def build_char_tokenizer(alphabet: str):
     )
 
 
+def unwritable(tokenizer, texts: list[str]) -> tuple[int, str, str | None]:
+    """How many of ``texts`` the tokenizer can only encode with its unknown token, which
+    characters it does not know, and the first such text. A model cannot learn to write what
+    its tokenizer turns into padding (the default alphabet once lacked brackets)."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return 0, "", None
+    bad = [t for t in texts if unk in tokenizer(t, add_special_tokens=False)["input_ids"]]
+    chars = sorted({c for t in bad for c in set(t)
+                    if unk in tokenizer(c, add_special_tokens=False)["input_ids"]})
+    return len(bad), "".join(chars), bad[0] if bad else None
+
+
 def build_gpt2(tokenizer, n_layer: int, n_embd: int, n_head: int, n_positions: int, seed: int):
     """A randomly initialised GPT-2 sized for the tokenizer (seeded)."""
     import torch
