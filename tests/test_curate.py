@@ -119,3 +119,27 @@ def test_weighted_pass_repeats_each_id_floor_or_ceil_of_its_weight():
         assert sum(got.values()) == 6
         assert all(math.floor(w) <= got[i] <= math.ceil(w) for i, w in zip(ids, weights, strict=True))
     assert weighted_pass(ids, [0.0] * 6, 0.5) == []
+
+
+def test_curation_records_how_often_each_problem_was_solved():
+    verified = [
+        rec(1, count=3), rec(2), rec(3, ok=False, count=4),  # p1: 3 + 1 of 8 samples pass
+        rec(4, problem="p2"), rec(5, problem="p2", ok=False, count=7),  # p2: 1 of 8
+    ]
+    accepted, _, _ = curate(verified, [], set(), CurateConfig(cap_per_problem=2))
+    assert {r["id"]: r["curation"]["solve_rate"] for r in accepted} == {"id1": 0.5, "id2": 0.5, "id4": 0.125}
+
+
+def test_difficulty_weights_favour_rarely_solved_problems_and_keep_level_shares():
+    def row(i, level, rate):
+        return {"id": f"x{i}", "level": level, "response": f"{i}+1", "curation": {"solve_rate": rate}}
+
+    pool = [row(0, 4, 1.0), row(1, 4, 0.125), row(2, 3, 0.5), row(3, 3, 0.5),
+            {**row(4, 3, 0), "curation": {}}]
+    w = template_weights(pool, 0.0, difficulty=1.0)
+    assert w[1] == pytest.approx(8 * w[0]) and sum(w[:2]) == pytest.approx(2)
+    # level 3: the record without a solve rate counts as always solved (half the weight of 0.5)
+    assert w[2] == pytest.approx(w[3]) == pytest.approx(2 * w[4]) and sum(w[2:]) == pytest.approx(3)
+    assert template_weights(pool, 0.0, difficulty=0.0) == pytest.approx([1.0] * 5)
+    # both at once multiply: the two level-4 answers share one shape, so balance changes nothing there
+    assert template_weights(pool, 1.0, difficulty=1.0)[:2] == pytest.approx(w[:2])

@@ -106,6 +106,11 @@ class TrainConfig:
         0.0, "Each pass over the synthetic pool repeats an example about (count of its answer template "
         "in its level)^-this times, rescaled so level shares are kept (digits masked; 0: each once, "
         "1: every template equally often).")
+    difficulty_balance: float = _f(
+        0.0, "Each pass over the synthetic pool repeats an example about (share of its problem's "
+        "samples that passed)^-this times, rescaled so level shares are kept (0: each once, 1: "
+        "an answer to a problem solved 1 time in 8 is drawn 8 times as often as one solved 8 "
+        "times in 8). Combines with template_balance by multiplying.")
 
 
 @dataclass(frozen=True)
@@ -394,6 +399,7 @@ def validate(p: Params) -> None:
         (p.run.patience >= 0, "run.patience must be >= 0"),
         (p.run.device in DEVICES, f"run.device must be one of {', '.join(map(repr, DEVICES))}"),
         (p.train.template_balance >= 0, "train.template_balance must be >= 0"),
+        (p.train.difficulty_balance >= 0, "train.difficulty_balance must be >= 0"),
         (0 <= p.train.ema < 1, "train.ema must be in [0, 1)"),
         (p.train.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(map(repr, SCHEDULES))}"),
         (p.train.start in STARTS, f"train.start must be one of {', '.join(map(repr, STARTS))}"),

@@ -24,8 +24,17 @@ def passed(r: dict) -> bool:
 def curate(
     verified: list[dict], pool: list[dict], heldout_ids: set[str], cfg: CurateConfig
 ) -> tuple[list[dict], list[dict], dict]:
-    """Returns (accepted records, every candidate's decision, counts by decision)."""
+    """Returns (accepted records, every candidate's decision, counts by decision).
+
+    Each accepted record's curation says how often the model solved its problem this
+    generation (``solve_rate``: the share of the problem's samples that passed), which
+    ``train.difficulty_balance`` weighs by."""
     in_pool = {r["id"] for r in pool}
+    sampled: Counter[str] = Counter()
+    solved: Counter[str] = Counter()
+    for r in verified:
+        sampled[r["problem_id"]] += r.get("count", 1)
+        solved[r["problem_id"]] += r.get("count", 1) if passed(r) else 0
     per_problem: dict[str, int] = defaultdict(int)
     accepted, decisions = [], []
     # Most-sampled answers first: with a cap, keep the model's most consistent solutions.
@@ -45,7 +54,9 @@ def curate(
         else:
             decision = "accepted"
             per_problem[r["problem_id"]] += 1
-            accepted.append({**r, "curation": {"decision": decision, "selection": cfg.selection}})
+            rate = solved[r["problem_id"]] / sampled[r["problem_id"]]
+            accepted.append({**r, "curation": {"decision": decision, "selection": cfg.selection,
+                                               "solve_rate": rate}})
         seen.add(r["id"])
         decisions.append({"id": r["id"], "decision": decision})
     counts = Counter(d["decision"] for d in decisions)
@@ -67,14 +78,24 @@ def next_pool(pool: list[dict], accepted: list[dict], accumulate: bool) -> list[
     return [*pool, *accepted] if accumulate else list(accepted)
 
 
-def template_weights(pool: list[dict], balance: float) -> list[float]:
-    """Each record's draw weight: (count of its answer template within its level)^-``balance``,
-    scaled so every level keeps its share of the pool. Self-training favours the shapes the
-    model already finds easiest (on Countdown, adding every number); balancing draws the
-    rarer shapes of the same level more often, without changing how much each level gets."""
+def template_weights(pool: list[dict], balance: float, difficulty: float = 0.0) -> list[float]:
+    """Each record's draw weight: (count of its answer template within its level)^-``balance``
+    x (its problem's solve rate)^-``difficulty``, scaled so every level keeps its share of
+    the pool.
+
+    Self-training favours the shapes the model already finds easiest (on Countdown, adding
+    every number): ``balance`` draws the rarer shapes of the same level more often.
+    ``difficulty`` draws the answers to problems the model rarely solved more often: a
+    pool of verified samples over-represents easy problems, since those yield a correct
+    answer most often (the bias DART-Math, Tong et al. 2024, corrects by sampling hard
+    problems more). Neither changes how much each level gets. A record curated before
+    ``solve_rate`` was recorded counts as solved every time (weight 1)."""
     shape = [(r["level"], template(r["response"])) for r in pool]
     count, size = Counter(shape), Counter(level for level, _ in shape)
     raw = [count[s] ** -balance for s in shape]
+    if difficulty:
+        raw = [w * (r.get("curation") or {}).get("solve_rate", 1.0) ** -difficulty
+               for w, r in zip(raw, pool, strict=True)]
     mass: dict[int, float] = defaultdict(float)
     for (level, _), w in zip(shape, raw, strict=True):
         mass[level] += w
@@ -99,14 +120,15 @@ def weighted_pass(ids: list[str], weights: list[float], offset: float) -> list[s
 def build_mix(
     reference: list[dict], pool: list[dict], steps: int, batch_size: int,
     reference_fraction: float, seed: int, template_balance: float = 0.0,
+    difficulty_balance: float = 0.0,
 ) -> list[dict]:
     """One manifest line per optimizer step: the ids of that batch, by origin.
 
     Each batch takes ``round(reference_fraction * batch_size)`` reference examples, the
     rest from the synthetic pool (both cycled in seeded random order; with
-    ``template_balance`` > 0 each pass over the pool repeats every synthetic example about
-    ``template_weights`` times, see ``weighted_pass``). With an empty pool the batch is all
-    reference. The count never depends on how much was accepted."""
+    ``template_balance`` or ``difficulty_balance`` > 0 each pass over the pool repeats every
+    synthetic example about ``template_weights`` times, see ``weighted_pass``). With an empty
+    pool the batch is all reference. The count never depends on how much was accepted."""
     rng = random.Random(seed)
     n_ref = round(reference_fraction * batch_size) if pool else batch_size
     n_syn = batch_size - n_ref
@@ -119,14 +141,16 @@ def build_mix(
             yield from order
 
     def weighted(rows: list[dict]):
-        ids, weights = [r["id"] for r in rows], template_weights(rows, template_balance)
+        ids = [r["id"] for r in rows]
+        weights = template_weights(rows, template_balance, difficulty_balance)
         while True:
             order = weighted_pass(ids, weights, rng.random())
             rng.shuffle(order)
             yield from order
 
     ref_it = cycle(reference)
-    syn_it = (weighted(pool) if template_balance > 0 else cycle(pool)) if pool else iter(())
+    balanced = template_balance > 0 or difficulty_balance > 0
+    syn_it = (weighted(pool) if balanced else cycle(pool)) if pool else iter(())
     mix = []
     for step in range(steps):
         mix.append({
