@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 
 from selfloop.config import CurateConfig
-from selfloop.steps.curate import build_mix, curate, mix_makeup, next_pool, template_weights, weighted_pass
+from selfloop.steps.curate import build_mix, curate, draw_weights, mix_makeup, next_pool, weighted_pass
 
 
 def rec(i, problem="p1", ok=True, count=1, gen=1):
@@ -78,18 +78,18 @@ def test_training_guard_refuses_heldout_problems():
         assert_no_heldout([rec(1), rec(2, problem="held")], {"held"})
 
 
-def test_template_weights_flatten_shapes_within_a_level_and_keep_level_shares():
+def test_draw_weights_flatten_shapes_within_a_level_and_keep_level_shares():
     # level 4: nine answers of one shape, one of another; level 3: two of one shape
     pool = ([{"id": f"a{i}", "level": 4, "response": f"{i}+1+2+3"} for i in range(9)]
             + [{"id": "b", "level": 4, "response": "(1+2)*3-4"}]
             + [{"id": f"c{i}", "level": 3, "response": f"{i}*2+3"} for i in range(2)])
-    w = template_weights(pool, 1.0)
+    w = draw_weights(pool, 1.0)
     # balance 1: each shape of a level gets the same total weight, and level 4 keeps 10 of 12
     assert sum(w[:9]) == pytest.approx(w[9])
     assert sum(w[:10]) == pytest.approx(10) and sum(w[10:]) == pytest.approx(2)
-    half = template_weights(pool, 0.5)
+    half = draw_weights(pool, 0.5)
     assert w[9] > half[9] > 1.0  # 0.5: between uniform (1 each) and fully balanced
-    assert template_weights(pool, 0.0) == pytest.approx([1.0] * 12)
+    assert draw_weights(pool, 0.0) == pytest.approx([1.0] * 12)
 
 
 def test_balanced_mix_draws_rare_shapes_more_often_and_is_seeded():
@@ -136,10 +136,10 @@ def test_difficulty_weights_favour_rarely_solved_problems_and_keep_level_shares(
 
     pool = [row(0, 4, 1.0), row(1, 4, 0.125), row(2, 3, 0.5), row(3, 3, 0.5),
             {**row(4, 3, 0), "curation": {}}]
-    w = template_weights(pool, 0.0, difficulty=1.0)
+    w = draw_weights(pool, 0.0, difficulty=1.0)
     assert w[1] == pytest.approx(8 * w[0]) and sum(w[:2]) == pytest.approx(2)
     # level 3: the record without a solve rate counts as always solved (half the weight of 0.5)
     assert w[2] == pytest.approx(w[3]) == pytest.approx(2 * w[4]) and sum(w[2:]) == pytest.approx(3)
-    assert template_weights(pool, 0.0, difficulty=0.0) == pytest.approx([1.0] * 5)
+    assert draw_weights(pool, 0.0, difficulty=0.0) == pytest.approx([1.0] * 5)
     # both at once multiply: the two level-4 answers share one shape, so balance changes nothing there
-    assert template_weights(pool, 1.0, difficulty=1.0)[:2] == pytest.approx(w[:2])
+    assert draw_weights(pool, 1.0, difficulty=1.0)[:2] == pytest.approx(w[:2])

@@ -78,7 +78,7 @@ def next_pool(pool: list[dict], accepted: list[dict], accumulate: bool) -> list[
     return [*pool, *accepted] if accumulate else list(accepted)
 
 
-def template_weights(pool: list[dict], balance: float, difficulty: float = 0.0) -> list[float]:
+def draw_weights(pool: list[dict], balance: float, difficulty: float = 0.0) -> list[float]:
     """Each record's draw weight: (count of its answer template within its level)^-``balance``
     x (its problem's solve rate)^-``difficulty``, scaled so every level keeps its share of
     the pool.
@@ -92,10 +92,8 @@ def template_weights(pool: list[dict], balance: float, difficulty: float = 0.0) 
     ``solve_rate`` was recorded counts as solved every time (weight 1)."""
     shape = [(r["level"], template(r["response"])) for r in pool]
     count, size = Counter(shape), Counter(level for level, _ in shape)
-    raw = [count[s] ** -balance for s in shape]
-    if difficulty:
-        raw = [w * (r.get("curation") or {}).get("solve_rate", 1.0) ** -difficulty
-               for w, r in zip(raw, pool, strict=True)]
+    raw = [count[s] ** -balance * (r.get("curation") or {}).get("solve_rate", 1.0) ** -difficulty
+           for s, r in zip(shape, pool, strict=True)]
     mass: dict[int, float] = defaultdict(float)
     for (level, _), w in zip(shape, raw, strict=True):
         mass[level] += w
@@ -127,7 +125,7 @@ def build_mix(
     Each batch takes ``round(reference_fraction * batch_size)`` reference examples, the
     rest from the synthetic pool (both cycled in seeded random order; with
     ``template_balance`` or ``difficulty_balance`` > 0 each pass over the pool repeats every
-    synthetic example about ``template_weights`` times, see ``weighted_pass``). With an empty
+    synthetic example about ``draw_weights`` times, see ``weighted_pass``). With an empty
     pool the batch is all reference. The count never depends on how much was accepted."""
     rng = random.Random(seed)
     n_ref = round(reference_fraction * batch_size) if pool else batch_size
@@ -142,7 +140,7 @@ def build_mix(
 
     def weighted(rows: list[dict]):
         ids = [r["id"] for r in rows]
-        weights = template_weights(rows, template_balance, difficulty_balance)
+        weights = draw_weights(rows, template_balance, difficulty_balance)
         while True:
             order = weighted_pass(ids, weights, rng.random())
             rng.shuffle(order)
