@@ -141,5 +141,8 @@ def test_difficulty_weights_favour_rarely_solved_problems_and_keep_level_shares(
     # level 3: the record without a solve rate counts as always solved (half the weight of 0.5)
     assert w[2] == pytest.approx(w[3]) == pytest.approx(2 * w[4]) and sum(w[2:]) == pytest.approx(3)
     assert draw_weights(pool, 0.0, difficulty=0.0) == pytest.approx([1.0] * 5)
-    # both at once multiply: the two level-4 answers share one shape, so balance changes nothing there
-    assert draw_weights(pool, 1.0, difficulty=1.0)[:2] == pytest.approx(w[:2])
+    # both at once multiply: two answers of one shape (balance 1: 1/2 each) solved at 1 and
+    # 1/2, and one of another shape (balance 1: 1) solved at 1/4 -> raw 1/2, 1, 4, level sum 3
+    mixed = [{**row(5, 4, 1.0), "response": "1+2"}, {**row(6, 4, 0.5), "response": "3+4"},
+             {**row(7, 4, 0.25), "response": "5*6"}]
+    assert draw_weights(mixed, 1.0, difficulty=1.0) == pytest.approx([x * 3 / 5.5 for x in (0.5, 1, 4)])

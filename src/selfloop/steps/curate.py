@@ -30,11 +30,12 @@ def curate(
     generation (``solve_rate``: the share of the problem's samples that passed), which
     ``train.difficulty_balance`` weighs by."""
     in_pool = {r["id"] for r in pool}
+    ok = [passed(r) for r in verified]
     sampled: Counter[str] = Counter()
     solved: Counter[str] = Counter()
-    for r in verified:
+    for r, good in zip(verified, ok, strict=True):
         sampled[r["problem_id"]] += r.get("count", 1)
-        solved[r["problem_id"]] += r.get("count", 1) if passed(r) else 0
+        solved[r["problem_id"]] += r.get("count", 1) if good else 0
     per_problem: dict[str, int] = defaultdict(int)
     accepted, decisions = [], []
     # Most-sampled answers first: with a cap, keep the model's most consistent solutions.
@@ -43,7 +44,7 @@ def curate(
     cap = 1 if cfg.selection in ("one", "greedy") else cfg.cap_per_problem
     for i in order:
         r = verified[i]
-        if not passed(r):
+        if not ok[i]:
             decision = "rejected_unverified"
         elif r["problem_id"] in heldout_ids:
             decision = "rejected_heldout"
