@@ -9,10 +9,15 @@ measure step's ``accepted_equal_n`` is the first of them, with other draws):
 - operators: the operators alone, in order (``*-+``);
 - numbers: the digits sorted (``2357``): which numbers were used, not how.
 
-Each is also given relative to generation 1, followed by how many answers use division, use
+Each is also given relative to the first generation listed (generation 1 for the accepted
+answers; for the probe, the base model's generation 0), followed by how many answers use division, use
 multiplication (and no division), or only add and subtract, and how many use parentheses.
+With ``--probe`` the same is done for the well-formed held-out samples (``eval_samples.jsonl``,
+what the measure step's probe is drawn from: every well-formed sample, repeats included)
+instead of the accepted answers.
 
     .venv/bin/python scripts/answer_shapes.py runs/ablate/default --level 4
+    .venv/bin/python scripts/answer_shapes.py runs/ablate/default --level 5 --probe
 
 A generation with fewer than ``--n`` answers at that level prints its count only."""
 
@@ -55,15 +60,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--level", type=int, default=4)
     ap.add_argument("--n", type=int, default=128, help="answers per sample (default 128)")
     ap.add_argument("--draws", type=int, default=16, help="samples averaged (default 16)")
+    ap.add_argument("--probe", action="store_true",
+                    help="the well-formed held-out samples instead of the accepted answers")
     args = ap.parse_args(argv)
-    gens = sorted(args.workdir.glob("gen_[0-9][0-9][0-9]/accepted.jsonl"))
+    name = "eval_samples.jsonl" if args.probe else "accepted.jsonl"
+    gens = sorted(args.workdir.glob(f"gen_[0-9][0-9][0-9]/{name}"))
     if not gens:
-        raise SystemExit(f"no gen_NNN/accepted.jsonl under {args.workdir}")
+        raise SystemExit(f"no gen_NNN/{name} under {args.workdir}")
     print("gen  answers  " + "  ".join(f"{k:>15}" for k in VIEWS) + "     +-      *      /  parens")
     first = None
     for path in gens:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        answers = [r["response"] for r in rows if r["level"] == args.level]
+        answers = [r["response"] for r in rows
+                   if r["level"] == args.level and (not args.probe or r["well_formed"])]
         g = int(path.parent.name.split("_")[1])
         if len(answers) < args.n:
             print(f"{g:>3}  {len(answers):>7}  (fewer than {args.n})")
