@@ -10,8 +10,9 @@ measure step's ``accepted_equal_n`` is the first of them, with other draws):
 - numbers: the digits sorted (``2357``): which numbers were used, not how.
 
 Each is also given relative to the first generation listed (generation 1 for the accepted
-answers; for the probe, the base model's generation 0), followed by how many answers use division, use
-multiplication (and no division), or only add and subtract, and how many use parentheses.
+answers; for the probe, the base model's generation 0), followed by how many answers use
+division, use multiplication (and no division), or only add and subtract, and how many use
+parentheses.
 With ``--probe`` the same is done for the well-formed held-out samples (``eval_samples.jsonl``,
 what the measure step's probe is drawn from: every well-formed sample, repeats included)
 instead of the accepted answers.
