@@ -70,6 +70,46 @@ def test_empty_pool_trains_on_reference_only():
     assert all(len(m["reference"]) == 4 and not m["synthetic"] for m in mix)
 
 
+def _leveled(reference_levels, pool_levels):
+    reference = [{"id": f"r{lv}-{i}", "level": lv} for lv, n in reference_levels.items() for i in range(n)]
+    pool = [{"id": f"s{lv}-{i}", "level": lv, "generation": 1}
+            for lv, n in pool_levels.items() for i in range(n)]
+    return reference, pool
+
+
+def test_reference_by_level_holds_the_fraction_within_each_level():
+    # 90% of the reference data is level 3; the pool is half level 3, half level 5.
+    reference, pool = _leveled({3: 90, 5: 10}, {3: 50, 5: 50})
+    kw = dict(steps=400, batch_size=10, reference_fraction=0.2, seed=3)
+    pooled = mix_makeup(build_mix(reference, pool, **kw), pool, reference)["reference_share_by_level"]
+    mix = build_mix(reference, pool, **kw, reference_by_level=True)
+    assert all(len(m["reference"]) == 2 and len(m["synthetic"]) == 8 for m in mix)
+    makeup = mix_makeup(mix, pool, reference)
+    assert makeup["reference_share"] == pytest.approx(0.2)
+    # pooled: level 3 gets about 0.9 * 2 of the 6 level-3 examples per batch, level 5 about 0.2 of 4.2
+    assert pooled["3"] > 0.27 and pooled["5"] < 0.06
+    assert makeup["reference_share_by_level"] == {"3": pytest.approx(0.2), "5": pytest.approx(0.2)}
+    # every level-5 reference example is drawn, each level in its own seeded cycle
+    assert {i for m in mix for i in m["reference"] if i.startswith("r5")} == {f"r5-{i}" for i in range(10)}
+    assert mix == build_mix(reference, pool, **kw, reference_by_level=True)
+
+
+def test_reference_by_level_skips_levels_without_reference_data():
+    # level 6 has no reference examples: its share goes to the levels that have some
+    reference, pool = _leveled({3: 20, 5: 20}, {3: 30, 5: 10, 6: 60})
+    mix = build_mix(reference, pool, steps=400, batch_size=10, reference_fraction=0.2, seed=0,
+                    reference_by_level=True)
+    ref = Counter(i.split("-")[0] for m in mix for i in m["reference"])
+    assert ref == {"r3": 600, "r5": 200}  # 30:10 exactly, whole passes of 40 levels
+    # no pool level with reference data, or no pool at all: drawn from all reference alike
+    only6 = build_mix(reference, pool[-60:], steps=50, batch_size=10, reference_fraction=0.2, seed=0,
+                      reference_by_level=True)
+    assert Counter(i[:2] for m in only6 for i in m["reference"]) == {"r3": 50, "r5": 50}
+    empty = build_mix(reference, [], steps=5, batch_size=4, reference_fraction=0.2, seed=0,
+                      reference_by_level=True)
+    assert empty == build_mix(reference, [], steps=5, batch_size=4, reference_fraction=0.2, seed=0)
+
+
 def test_training_guard_refuses_heldout_problems():
     from selfloop.steps.curate import HeldoutLeak, assert_no_heldout
 

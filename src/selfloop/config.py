@@ -111,6 +111,11 @@ class TrainConfig:
         "samples that passed)^-this times, rescaled so level shares are kept (0: each once, 1: "
         "an answer to a problem solved 1 time in 8 is drawn 8 times as often as one solved 8 "
         "times in 8). Combines with template_balance by multiplying.")
+    reference_by_level: bool = _f(
+        False, "Draw each batch's reference examples level by level, in the proportions of the "
+        "synthetic pool's levels, so reference_fraction holds within every level that has reference "
+        "data (off: drawn from all reference data alike, so levels come in the reference data's own "
+        "proportions, 88% level 3 with the default reference.train_per_level).")
 
 
 @dataclass(frozen=True)

@@ -234,7 +234,7 @@ def step_curate(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     t = params.train
     mix = cur.build_mix(reference, pool, t.steps, t.batch_size,
                         policy.get("reference_fraction", t.reference_fraction), pl.generation_seed(params, g),
-                        t.template_balance, t.difficulty_balance)
+                        t.template_balance, t.difficulty_balance, t.reference_by_level)
     write_jsonl(d / "accepted.jsonl", accepted)
     write_jsonl(d / "curation.jsonl", decisions)
     write_jsonl(d / "pool.jsonl", pool)
@@ -244,7 +244,8 @@ def step_curate(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
                           d / "validation" / "accepted.json")
     gate.validate_mix(mix, by_id, d / "mix.jsonl", params, heldout_ids, bool(pool),
                       d / "validation" / "mix.json")
-    return {"curate": {**counts, "accepted": len(accepted), "pool": len(pool), **cur.mix_makeup(mix, pool)}}
+    return {"curate": {**counts, "accepted": len(accepted), "pool": len(pool),
+                      **cur.mix_makeup(mix, pool, reference)}}
 
 
 def step_train(params: Params, ws: Workspace, g: int, rep: Reporter, arm: str = "loop") -> dict:

@@ -119,15 +119,18 @@ def weighted_pass(ids: list[str], weights: list[float], offset: float) -> list[s
 def build_mix(
     reference: list[dict], pool: list[dict], steps: int, batch_size: int,
     reference_fraction: float, seed: int, template_balance: float = 0.0,
-    difficulty_balance: float = 0.0,
+    difficulty_balance: float = 0.0, reference_by_level: bool = False,
 ) -> list[dict]:
     """One manifest line per optimizer step: the ids of that batch, by origin.
 
     Each batch takes ``round(reference_fraction * batch_size)`` reference examples, the
     rest from the synthetic pool (both cycled in seeded random order; with
     ``template_balance`` or ``difficulty_balance`` > 0 each pass over the pool repeats every
-    synthetic example about ``draw_weights`` times, see ``weighted_pass``). With an empty
-    pool the batch is all reference. The count never depends on how much was accepted."""
+    synthetic example about ``draw_weights`` times, see ``weighted_pass``). With
+    ``reference_by_level`` each reference draw first takes a level, in proportion to the
+    pool's records at the levels the reference data has, then the next example of that
+    level's own cycle. With an empty pool the batch is all reference, drawn from all of it
+    alike. The count never depends on how much was accepted."""
     rng = random.Random(seed)
     n_ref = round(reference_fraction * batch_size) if pool else batch_size
     n_syn = batch_size - n_ref
@@ -147,7 +150,23 @@ def build_mix(
             rng.shuffle(order)
             yield from order
 
-    ref_it = cycle(reference)
+    def by_level(rows: list[dict]):
+        groups: dict[int, list[dict]] = defaultdict(list)
+        for r in rows:
+            groups[r["level"]].append(r)
+        share = Counter(r["level"] for r in pool if r["level"] in groups)
+        if not share:  # no pool level has reference data: nothing to match
+            yield from cycle(rows)
+        its = {lv: cycle(groups[lv]) for lv in sorted(share)}
+        # Levels in passes that hold each level as often as the pool does, shuffled: the
+        # shares are exact per pass (independent draws would miss them by chance).
+        while True:
+            order = [lv for lv in sorted(share) for _ in range(share[lv])]
+            rng.shuffle(order)
+            for lv in order:
+                yield next(its[lv])
+
+    ref_it = by_level(reference) if reference_by_level and pool else cycle(reference)
     balanced = template_balance > 0 or difficulty_balance > 0
     syn_it = (weighted(pool) if balanced else cycle(pool)) if pool else iter(())
     mix = []
@@ -160,13 +179,20 @@ def build_mix(
     return mix
 
 
-def mix_makeup(mix: list[dict], pool: list[dict]) -> dict:
-    """Share of the mix by origin, and of the synthetic part by generation."""
+def mix_makeup(mix: list[dict], pool: list[dict], reference: list[dict] | None = None) -> dict:
+    """Share of the mix by origin, and of the synthetic part by generation; with
+    ``reference``, also the reference share of the draws at each level."""
     gen_of = {r["id"]: r["generation"] for r in pool}
     n_ref = sum(len(m["reference"]) for m in mix)
     syn = Counter(gen_of[i] for m in mix for i in m["synthetic"])
     total = n_ref + sum(syn.values())
-    return {
+    out = {
         "reference_share": n_ref / total if total else 0.0,
         "synthetic_by_generation": {str(g): c / total for g, c in sorted(syn.items())},
     }
+    if reference is not None:
+        level_of = {r["id"]: r["level"] for r in (*reference, *pool)}
+        ref = Counter(level_of[i] for m in mix for i in m["reference"])
+        allv = ref + Counter(level_of[i] for m in mix for i in m["synthetic"])
+        out["reference_share_by_level"] = {str(lv): ref[lv] / n for lv, n in sorted(allv.items())}
+    return out
