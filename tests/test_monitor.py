@@ -93,6 +93,34 @@ def _with_passk(m, greedy, passk):
                           "4": {"greedy_acc": greedy / 2, "pass_at_k": passk / 2}}}
 
 
+def test_template_drift_raises_the_reference_every_other_generation_while_it_persists():
+    """Generation g's accepted answers come from generation g-1's model, trained before a raise
+    decided after g-1: the generation right after a raise waits, the one after acts again."""
+    from selfloop.ablate_report import first_flag
+    from selfloop.config import load_params
+    from selfloop.steps.plan import apply_decisions
+
+    history, got = [gen(1, kl=0.2)], []
+    for g in range(2, 8):
+        history.append(gen(g, kl=0.2 if g < 3 else 0.9))  # drifts from generation 3 on
+        history[-1]["monitor"] = decide(history, 0.05)
+        got.append([d["action"] for d in history[-1]["monitor"]])
+    assert got == [[], ["raise_reference_fraction"], ["wait"], ["raise_reference_fraction"], ["wait"],
+                   ["raise_reference_fraction"]]
+    wait = history[3]["monitor"][0]
+    assert wait["signal"] == "kl_accepted" and "after generation 3" in wait["reason"]
+    assert wait["value"] == pytest.approx(0.9) and wait["threshold"] == pytest.approx(0.6)
+    # a raise for another signal counts too: the mix changed all the same
+    probe_raise = {"action": "raise_reference_fraction", "signal": "vendi_probe", "reason": "r"}
+    assert actions([gen(1), gen(2, monitor=[probe_raise]), gen(3, kl=0.9)]) == ["wait"]
+    # a wait is no flag, and the plan applies nothing for it
+    assert first_flag([{"generation": 0}, {"generation": 1, "monitor": [wait]}]) is None
+    params = load_params(None, [])
+    plan = {"temperature": 1.0, "top_p": 1.0, "policy": {"reference_fraction": 0.3}, "decisions": []}
+    nxt = apply_decisions(plan, plan, [wait], params, {0: 0.05})
+    assert nxt["policy"] == {"reference_fraction": 0.3} and nxt["decisions"] == []
+
+
 def test_headroom_narrowing_onto_greedy_raises_temperature_and_reference():
     """pass@k / greedy against the base model's: 1.9 -> 1.8 is fine, 1.9 -> 1.4 is a model
     whose samples collapse onto its greedy answer."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selfloop.monitor import equal_n_series, mean_vendi
+from selfloop.monitor import equal_n_series, flags, mean_vendi
 from selfloop.records import read_json, write_json, write_text
 from selfloop.workspace import Workspace
 
@@ -199,9 +199,9 @@ def collect(base: Path, arms: dict[str, Path], overrides: dict[str, list[str]], 
 
 
 def first_flag(rows: list[dict]) -> dict | None:
-    """The first generation with any monitor decision, and the decisions."""
+    """The first generation with any monitor decision (a ``wait`` is none), and the decisions."""
     for r in rows[1:]:
-        if r.get("monitor"):
+        if flags(r.get("monitor") or []):
             return {"generation": r["generation"],
                     "decisions": [f"{d['action']} ({d['signal']})" for d in r["monitor"]]}
     return None

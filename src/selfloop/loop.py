@@ -334,7 +334,8 @@ _BASE_PROBE: dict[tuple, float] = {}  # one computation per process and base run
 def step_monitor(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     """The collapse monitor's decisions after generation ``g``, from the measurements and
     evaluations of generations 1..g (files, so a replay reproduces them). Decisions are
-    recorded and shown; a ``stop`` ends the loop. (Acting on the others is not wired yet.)"""
+    recorded and shown; a ``stop`` ends the loop, the next plan applies the others
+    (``steps.plan.apply_decisions``), a ``wait`` changes nothing."""
     from selfloop.monitor import Thresholds, decide, headroom, signals
 
     history = []

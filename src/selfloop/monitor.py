@@ -10,7 +10,11 @@ calibrated from the first generation's own numbers (configurable fractions):
 - template entropy of the accepted answers fell below ``entropy_floor`` x its first value
   -> cap answers per problem harder (fewer near-copies of one shape per problem);
 - drift from the reference data (template KL) rose above ``kl_ceiling`` x its first value
-  -> raise the reference fraction of the training mix;
+  -> raise the reference fraction of the training mix; but not in the generation right after
+  a raise: generation g's accepted answers were sampled by generation g-1's model, trained
+  before a raise decided after g-1 took effect, so a raise shows in this signal two
+  generations later. That generation records ``wait`` (applied to nothing) instead of
+  raising again, so the fraction does not ratchet up on a signal that cannot have moved;
 - the held-out headroom, pass@k over greedy accuracy summed over levels (how much more the
   model solves with k temperature samples than with its one greedy answer), fell below
   ``headroom_floor`` x the base model's (generation 0, trained on reference data only): the
@@ -102,12 +106,19 @@ def signals(metrics: dict) -> dict[str, float]:
     }
 
 
+def flags(decisions: list[dict]) -> list[dict]:
+    """The decisions that flag something: all but the ``wait`` records."""
+    return [d for d in decisions if d["action"] != "wait"]
+
+
 def decide(history: list[dict], base_accuracy: float, th: Thresholds = Thresholds(),
            base_headroom: float = 0.0, base_probe: float = 0.0) -> list[dict]:
     """Decisions after the last generation of ``history`` (each a generation's metrics.json,
     oldest first, with its ``monitor`` decisions where it had them), given the base model's
     mean accuracy, headroom and probe Vendi (0: not known, that signal is off). Each
-    decision: {"action", "reason", "signal", "value", "threshold"}."""
+    decision: {"action", "reason", "signal", "value", "threshold"}; a ``wait`` records a
+    signal past its threshold that is not acted on (see the module docstring) and is not a
+    flag (``flags``)."""
     if not history:
         return []
     first, now = signals(history[0]), signals(history[-1])
@@ -125,8 +136,15 @@ def decide(history: list[dict], base_accuracy: float, th: Thresholds = Threshold
              "accepted answers narrowed to fewer shapes")
     kl_limit = max(th.kl_ceiling * first["kl_accepted"], th.kl_min)
     if now["kl_accepted"] > kl_limit:
-        flag("raise_reference_fraction", "kl_accepted", kl_limit,
-             "accepted answers drift from the reference data")
+        last = history[-2].get("monitor", []) if len(history) > 1 else []
+        if any(d["action"] == "raise_reference_fraction" for d in last):
+            flag("wait", "kl_accepted", kl_limit,
+                 f"accepted answers drift from the reference data, but the reference fraction was raised "
+                 f"after generation {history[-2]['generation']}: these answers were sampled before that "
+                 "raise trained a model, so it shows in the next generation's")
+        else:
+            flag("raise_reference_fraction", "kl_accepted", kl_limit,
+                 "accepted answers drift from the reference data")
     if base_headroom and now["headroom"] < th.headroom_floor * base_headroom:
         why = (f"held-out pass@k / greedy fell below {th.headroom_floor:.0%} of the base model's "
                f"({base_headroom:.2f}): the model's distribution is narrowing")

@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 from selfloop.config import Params, to_dict
+from selfloop.monitor import flags
 from selfloop.records import file_sha256, read_json, write_json
 from selfloop.versioning import (
     DvcError,
@@ -194,7 +195,7 @@ class Recorder:
         if "monitor" in metrics:  # the collapse monitor's decisions, readable in the run list
             shown = [f"{d['action']}: {d['reason']}" for d in metrics["monitor"]]
             run_tags["monitor"] = "; ".join(shown) or "-"
-            metrics = {**metrics, "monitor_flags": len(metrics["monitor"])}
+            metrics = {**metrics, "monitor_flags": len(flags(metrics["monitor"]))}
         info["model_version"] = self.tracker.log_generation(g, metrics, ckpt, inputs, run_tags)
         return info
 
