@@ -146,7 +146,12 @@ def test_page_numbers_match_the_run_files(tracked_run, page):
     assert acc2["generation"] == "2"
     assert acc2["acceptance"] == f"{m2['verify']['acceptance_rate']:.1%}"
     assert (acc2["accepted"], acc2["pool"]) == (str(m2["curate"]["accepted"]), str(m2["curate"]["pool"]))
-    assert page.rows("table-mix")[1]["reference share"] == f"{m2['curate']['reference_share']:.1%}"
+    mix2 = page.rows("table-mix")[1]
+    assert mix2["reference share"] == f"{m2['curate']['reference_share']:.1%}"
+    by_level = m2["curate"]["reference_share_by_level"]  # the levels this small run's mix drew
+    assert by_level
+    for lv, share in by_level.items():
+        assert mix2[f"reference share at level {lv}"] == f"{share:.1%}"
 
     samples = m2["diversity"]["3"]["samples"]
     div = {(r["generation"], r["level"], r["set"]): r for r in page.rows("table-diversity")}

@@ -171,8 +171,12 @@ def mix(d: dict) -> str:
     if not rows:
         return note("No training mix recorded yet.")
     sources = sorted({s for r in rows for s in r["curate"].get("synthetic_by_generation", {})}, key=int)
-    head = ["generation", "reference share", *[f"synthetic from gen {s}" for s in sources]]
+    # the reference share within each level's draws (recorded since reference_by_level existed)
+    levels = sorted({lv for r in rows for lv in r["curate"].get("reference_share_by_level", {})}, key=int)
+    head = ["generation", "reference share", *[f"reference share at level {lv}" for lv in levels],
+            *[f"synthetic from gen {s}" for s in sources]]
     body = [[str(r["generation"]), pct(r["curate"]["reference_share"]),
+             *[pct(r["curate"].get("reference_share_by_level", {}).get(lv)) for lv in levels],
              *[pct(r["curate"].get("synthetic_by_generation", {}).get(s, 0.0)) for s in sources]]
             for r in rows]
     return figure(report_plots.mix(d)) + table("table-mix", head, body)
