@@ -100,19 +100,28 @@ def test_template_drift_raises_the_reference_every_other_generation_while_it_per
     from selfloop.config import load_params
     from selfloop.steps.plan import apply_decisions
 
-    history, got = [gen(1, kl=0.2)], []
-    for g in range(2, 8):
-        history.append(gen(g, kl=0.2 if g < 3 else 0.9))  # drifts from generation 3 on
-        history[-1]["monitor"] = decide(history, 0.05)
-        got.append([d["action"] for d in history[-1]["monitor"]])
+    def run(th=None, act=True):
+        history, got = [gen(1, kl=0.2)], []
+        for g in range(2, 8):
+            h = gen(g, kl=0.2 if g < 3 else 0.9)  # drifts from generation 3 on
+            # what this generation's plan applied: the last decisions but waits, when acting
+            h["applied"] = [d for d in history[-1]["monitor"] if d["action"] != "wait"] if act else []
+            history.append(h)
+            h["monitor"] = decide(history, 0.05, th or Thresholds())
+            got.append([d["action"] for d in h["monitor"]])
+        return history, got
+
+    history, got = run()
     assert got == [[], ["raise_reference_fraction"], ["wait"], ["raise_reference_fraction"], ["wait"],
                    ["raise_reference_fraction"]]
     wait = history[3]["monitor"][0]
-    assert wait["signal"] == "kl_accepted" and "after generation 3" in wait["reason"]
+    assert wait["signal"] == "kl_accepted" and "generation 5's" in wait["reason"]
     assert wait["value"] == pytest.approx(0.9) and wait["threshold"] == pytest.approx(0.6)
+    # nothing applied (monitor.act off), or kl_wait off: a raise every generation it persists
+    assert run(act=False)[1] == run(Thresholds(kl_wait=False))[1] == [[]] + [["raise_reference_fraction"]] * 5
     # a raise for another signal counts too: the mix changed all the same
     probe_raise = {"action": "raise_reference_fraction", "signal": "vendi_probe", "reason": "r"}
-    assert actions([gen(1), gen(2, monitor=[probe_raise]), gen(3, kl=0.9)]) == ["wait"]
+    assert actions([gen(1), {**gen(2, kl=0.9), "applied": [probe_raise]}]) == ["wait"]
     # a wait is no flag, and the plan applies nothing for it
     assert first_flag([{"generation": 0}, {"generation": 1, "monitor": [wait]}]) is None
     params = load_params(None, [])

@@ -7,7 +7,8 @@ The done-when numbers are computed here, not asserted:
   the model's samples (over levels with samples) is below ``ONSET_VENDI`` (90%) of that arm's
   generation-1 value, or whose mean held-out greedy accuracy is more than ``ONSET_ACCURACY``
   (3 points) below the default arm's at the same generation;
-- the first generation the monitor flagged (any decision), and whether flag - onset <= 2;
+- the first generation the monitor flagged (any decision but a ``wait``), and whether flag -
+  onset <= 2;
 - whether the default arm was ever flagged;
 - collapse_monitor's final mean accuracy relative to the default arm's: within 10% either
   way, and at least 90% of it (the issue says "within 10%"; both readings are shown);
@@ -199,11 +200,11 @@ def collect(base: Path, arms: dict[str, Path], overrides: dict[str, list[str]], 
 
 
 def first_flag(rows: list[dict]) -> dict | None:
-    """The first generation with any monitor decision (a ``wait`` is none), and the decisions."""
+    """The first generation with any monitor decision but a ``wait``, and those decisions."""
     for r in rows[1:]:
         if flags(r.get("monitor") or []):
             return {"generation": r["generation"],
-                    "decisions": [f"{d['action']} ({d['signal']})" for d in r["monitor"]]}
+                    "decisions": [f"{d['action']} ({d['signal']})" for d in flags(r["monitor"])]}
     return None
 
 
@@ -239,7 +240,7 @@ def checks(arms: dict) -> dict:
         "onset": f"first generation whose mean samples n-gram Vendi < {ONSET_VENDI:.0%} of the arm's "
                  f"generation 1, or whose mean held-out accuracy is > {ONSET_ACCURACY * 100:.0f} points "
                  "below the default arm's at the same generation",
-        "flag": "first generation with any monitor decision"}}
+        "flag": "first generation with any monitor decision but a wait"}}
     if "collapse" in rows:
         on, flag = onset(rows["collapse"], default), first_flag(rows["collapse"])
         out["collapse"] = {

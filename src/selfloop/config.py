@@ -113,8 +113,9 @@ class TrainConfig:
         "times in 8). Combines with template_balance by multiplying.")
     reference_by_level: bool = _f(
         False, "Draw each batch's reference examples level by level, in the proportions of the "
-        "synthetic pool's levels, so reference_fraction holds within every level that has reference "
-        "data (off: drawn from all reference data alike, so levels come in the reference data's own "
+        "synthetic pool's levels that have reference data, so reference_fraction holds within each "
+        "level when all have some (a pool level without any gives its share to the others; off: "
+        "drawn from all reference data alike, so levels come in the reference data's own "
         "proportions, 88% level 3 with the default reference.train_per_level).")
 
 
@@ -195,6 +196,9 @@ class MonitorConfig:
     entropy_floor: float = _f(0.7, "Flag when accepted answers' template entropy drops below this x gen 1's.")
     kl_ceiling: float = _f(3.0, "Flag when accepted answers' template KL to reference exceeds this x gen 1's")
     kl_min: float = _f(0.05, "A template KL below this (bits) is never flagged as drift.")
+    kl_wait: bool = _f(True, "In a generation whose plan raised the reference fraction, record template "
+                       "drift as 'wait' instead of raising again: its accepted answers were sampled "
+                       "before the raise trained a model (off: raise every generation it persists).")
     headroom_floor: float = _f(0.85, "Flag when held-out pass@k / greedy accuracy falls below this x the "
                                "base model's (the model's own distribution narrowing).")
     probe_floor: float = _f(0.92, "Flag when the n-gram Vendi of the well-formed held-out probe samples "
@@ -363,7 +367,8 @@ def params_from_dict(data: dict[str, Any]) -> Params:
 # probe_n and the gates' audit_floor came with the probe itself) has no entry here.
 ADDED_KEYS: dict[str, Any] = {"train.schedule": "constant", "train.ema": 0.0, "measure.probe_draws": 5,
                               "train.start": "previous", "run.device": "cpu", "monitor.probe_floor": 0.0,
-                              "measure.accepted_n": 0}
+                              "measure.accepted_n": 0, "train.difficulty_balance": 0.0,
+                              "train.reference_by_level": False, "monitor.kl_wait": False}
 
 
 def with_added_keys(saved: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -342,7 +342,8 @@ def step_monitor(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     for k in range(1, g + 1):
         d = ws.gen(k)
         h = {"generation": k, "diversity": read_json(d / "diversity.json"),
-             "eval": read_json(d / "eval.json")["levels"]}
+             "eval": read_json(d / "eval.json")["levels"],
+             "applied": read_json(d / "plan.json").get("decisions", [])}
         if k < g:
             h["monitor"] = read_json(d / "monitor.json")["decisions"]
         history.append(h)

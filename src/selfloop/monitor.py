@@ -10,11 +10,13 @@ calibrated from the first generation's own numbers (configurable fractions):
 - template entropy of the accepted answers fell below ``entropy_floor`` x its first value
   -> cap answers per problem harder (fewer near-copies of one shape per problem);
 - drift from the reference data (template KL) rose above ``kl_ceiling`` x its first value
-  -> raise the reference fraction of the training mix; but not in the generation right after
-  a raise: generation g's accepted answers were sampled by generation g-1's model, trained
-  before a raise decided after g-1 took effect, so a raise shows in this signal two
-  generations later. That generation records ``wait`` (applied to nothing) instead of
-  raising again, so the fraction does not ratchet up on a signal that cannot have moved;
+  -> raise the reference fraction of the training mix; but not in a generation whose own plan
+  raised it (``kl_wait``): generation g's accepted answers were sampled by generation g-1's
+  model, trained before a raise decided after g-1 took effect, so a raise shows in this
+  signal two generations later. That generation records ``wait`` (applied to nothing)
+  instead of raising again, so the fraction does not ratchet up on a signal that cannot have
+  moved. What counts is the raise the plan applied (a history entry's ``applied``, from its
+  plan.json), so with ``monitor.act`` off nothing ever waits;
 - the held-out headroom, pass@k over greedy accuracy summed over levels (how much more the
   model solves with k temperature samples than with its one greedy answer), fell below
   ``headroom_floor`` x the base model's (generation 0, trained on reference data only): the
@@ -44,6 +46,7 @@ class Thresholds:
     entropy_floor: float = 0.7
     kl_ceiling: float = 3.0
     kl_min: float = 0.05  # a KL this small is never drift, whatever the first generation's was
+    kl_wait: bool = True
     headroom_floor: float = 0.85
     probe_floor: float = 0.92
     audit_floor: float = 0.95
@@ -114,7 +117,8 @@ def flags(decisions: list[dict]) -> list[dict]:
 def decide(history: list[dict], base_accuracy: float, th: Thresholds = Thresholds(),
            base_headroom: float = 0.0, base_probe: float = 0.0) -> list[dict]:
     """Decisions after the last generation of ``history`` (each a generation's metrics.json,
-    oldest first, with its ``monitor`` decisions where it had them), given the base model's
+    oldest first, with its ``monitor`` decisions where it had them and the decisions its plan
+    applied as ``applied``), given the base model's
     mean accuracy, headroom and probe Vendi (0: not known, that signal is off). Each
     decision: {"action", "reason", "signal", "value", "threshold"}; a ``wait`` records a
     signal past its threshold that is not acted on (see the module docstring) and is not a
@@ -136,12 +140,12 @@ def decide(history: list[dict], base_accuracy: float, th: Thresholds = Threshold
              "accepted answers narrowed to fewer shapes")
     kl_limit = max(th.kl_ceiling * first["kl_accepted"], th.kl_min)
     if now["kl_accepted"] > kl_limit:
-        last = history[-2].get("monitor", []) if len(history) > 1 else []
-        if any(d["action"] == "raise_reference_fraction" for d in last):
+        applied = history[-1].get("applied", [])
+        if th.kl_wait and any(d["action"] == "raise_reference_fraction" for d in applied):
             flag("wait", "kl_accepted", kl_limit,
-                 f"accepted answers drift from the reference data, but the reference fraction was raised "
-                 f"after generation {history[-2]['generation']}: these answers were sampled before that "
-                 "raise trained a model, so it shows in the next generation's")
+                 f"accepted answers drift from the reference data, but this generation's plan raised the "
+                 f"reference fraction: these answers were sampled before that raise trained a model, so "
+                 f"it shows in generation {history[-1]['generation'] + 1}'s")
         else:
             flag("raise_reference_fraction", "kl_accepted", kl_limit,
                  "accepted answers drift from the reference data")
