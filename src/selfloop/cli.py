@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     li.set_defaults(func=cmd_lineage)
     st = sub.add_parser("stage", help="run one step of a recorded run (what dvc.yaml stages call)")
     st.add_argument("step", help="init, data, bootstrap, history (no generation); plan, generate, "
-                    "verify, curate, train, evaluate, measure, monitor (loop arm), mix (control arm)")
+                    "verify, curate, train, evaluate, measure, monitor (--arm control: mix, train, evaluate)")
     st.add_argument("generation", nargs="?", type=int, help="the generation (steps after bootstrap)")
     st.add_argument("--arm", default="loop", choices=["loop", "control"])
     st.add_argument("--workdir", default=".", help="the run's directory (default: the current one)")
