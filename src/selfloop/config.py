@@ -130,7 +130,7 @@ class BootstrapConfig:
 class PlanConfig:
     problems: int = _f(6000, "New problems generated per iteration.")
     samples: int = _f(16, "Samples per problem (16: more accuracy and wider answers than 8 on "
-                          "two seeds, for about twice the generation time; README, Ablations).")
+                          "two seeds, for about twice the generation time; reports/EXPERIMENTS.md).")
     temperature: float = _f(1.0, "Sampling temperature.")
     top_p: float = _f(1.0, "Nucleus sampling threshold.")
     band_low: float = _f(0.02, "A level is at the frontier when its pass@k is at least this ...")
