@@ -202,9 +202,9 @@ def collect(base: Path, arms: dict[str, Path], overrides: dict[str, list[str]], 
 def first_flag(rows: list[dict]) -> dict | None:
     """The first generation with any monitor decision but a ``wait``, and those decisions."""
     for r in rows[1:]:
-        if flags(r.get("monitor") or []):
+        if flagged := flags(r.get("monitor") or []):
             return {"generation": r["generation"],
-                    "decisions": [f"{d['action']} ({d['signal']})" for d in flags(r["monitor"])]}
+                    "decisions": [f"{d['action']} ({d['signal']})" for d in flagged]}
     return None
 
 

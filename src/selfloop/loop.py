@@ -342,11 +342,11 @@ def step_monitor(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     for k in range(1, g + 1):
         d = ws.gen(k)
         h = {"generation": k, "diversity": read_json(d / "diversity.json"),
-             "eval": read_json(d / "eval.json")["levels"],
-             "applied": read_json(d / "plan.json").get("decisions", [])}
+             "eval": read_json(d / "eval.json")["levels"]}
         if k < g:
             h["monitor"] = read_json(d / "monitor.json")["decisions"]
         history.append(h)
+    history[-1]["applied"] = read_json(ws.gen(g) / "plan.json").get("decisions", [])  # for kl_wait
     base = read_json(ws.gen(0) / "eval.json")["levels"]
     base_acc = sum(e["greedy_acc"] for e in base.values()) / len(base)
     m = to_dict(params)["monitor"]

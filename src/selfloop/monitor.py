@@ -117,8 +117,8 @@ def flags(decisions: list[dict]) -> list[dict]:
 def decide(history: list[dict], base_accuracy: float, th: Thresholds = Thresholds(),
            base_headroom: float = 0.0, base_probe: float = 0.0) -> list[dict]:
     """Decisions after the last generation of ``history`` (each a generation's metrics.json,
-    oldest first, with its ``monitor`` decisions where it had them and the decisions its plan
-    applied as ``applied``), given the base model's
+    oldest first, with its ``monitor`` decisions where it had them; the last one also with
+    the decisions its plan applied, as ``applied``), given the base model's
     mean accuracy, headroom and probe Vendi (0: not known, that signal is off). Each
     decision: {"action", "reason", "signal", "value", "threshold"}; a ``wait`` records a
     signal past its threshold that is not acted on (see the module docstring) and is not a

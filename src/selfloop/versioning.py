@@ -128,8 +128,8 @@ def generation_stages(g: int, source: int | None = None, start: int | None = Non
         "measure": ([f"{d}/verified.jsonl", f"{d}/accepted.jsonl", f"{d}/eval_samples.jsonl", REF, src,
                      f"{d}/plan.json"],
                     ["measure", "domain", "verify", *_RUN], [f"{d}/diversity.json"]),
-        "monitor": ([f"gen_{k:03d}/{n}" for k in range(1, g + 1)
-                     for n in ("diversity.json", "eval.json", "plan.json")]
+        "monitor": ([f"gen_{k:03d}/{n}" for k in range(1, g + 1) for n in ("diversity.json", "eval.json")]
+                    + [f"{d}/plan.json"]
                     + [f"gen_{k:03d}/monitor.json" for k in range(1, g)]
                     + ["gen_000/eval.json", "gen_000/eval_samples.jsonl"],
                     ["monitor", "measure.probe_n", "measure.probe_draws", "run.seed"], [f"{d}/monitor.json"]),

@@ -150,14 +150,8 @@ def build_mix(
             rng.shuffle(order)
             yield from order
 
-    def by_level(rows: list[dict]):
-        groups: dict[int, list[dict]] = defaultdict(list)
-        for r in rows:
-            groups[r["level"]].append(r)
-        share = Counter(r["level"] for r in pool if r["level"] in groups)
-        if not share:  # no pool level has reference data: nothing to match
-            yield from cycle(rows)
-        its = {lv: cycle(groups[lv]) for lv in sorted(share)}
+    def by_level(share: Counter[int]):
+        its = {lv: cycle([r for r in reference if r["level"] == lv]) for lv in sorted(share)}
         # Levels in passes that hold each level as often as the pool does, shuffled: the
         # shares are exact per pass (independent draws would miss them by chance).
         while True:
@@ -166,7 +160,13 @@ def build_mix(
             for lv in order:
                 yield next(its[lv])
 
-    ref_it = by_level(reference) if reference_by_level and pool else cycle(reference)
+    # The pool's levels that have reference data; none (flag off, empty pool, or no level in
+    # common): every reference example alike.
+    share: Counter[int] = Counter()
+    if reference_by_level:
+        ref_levels = {r["level"] for r in reference}
+        share = Counter(r["level"] for r in pool if r["level"] in ref_levels)
+    ref_it = by_level(share) if share else cycle(reference)
     balanced = template_balance > 0 or difficulty_balance > 0
     syn_it = (weighted(pool) if balanced else cycle(pool)) if pool else iter(())
     mix = []
@@ -193,6 +193,6 @@ def mix_makeup(mix: list[dict], pool: list[dict], reference: list[dict] | None =
     if reference is not None:
         level_of = {r["id"]: r["level"] for r in (*reference, *pool)}
         ref = Counter(level_of[i] for m in mix for i in m["reference"])
-        allv = ref + Counter(level_of[i] for m in mix for i in m["synthetic"])
-        out["reference_share_by_level"] = {str(lv): ref[lv] / n for lv, n in sorted(allv.items())}
+        drawn = ref + Counter(level_of[i] for m in mix for i in m["synthetic"])
+        out["reference_share_by_level"] = {str(lv): ref[lv] / n for lv, n in sorted(drawn.items())}
     return out
