@@ -224,11 +224,14 @@ def test_sigterm_to_the_ablation_stops_its_arms(tmp_path):
         os.kill(child, 0)
 
 
-def _rows(acc, vendi=None, flags=None, ways=None):
+def _rows(acc, vendi=None, flags=None, ways=None, entropy=None):
     """Generation rows as the report reads them: mean accuracy per generation (0: base)."""
     rows = []
     for g, a in enumerate(acc):
         r = {"generation": g, "mean_accuracy": a, "distinct_per_solved": ways[g] if ways else None}
+        if g and entropy:
+            r.update(entropy_samples_wf=entropy[g - 1], entropy_accepted_equal_n=entropy[g - 1] - 1,
+                     entropy_probe=entropy[g - 1] + 1)
         if g and vendi:
             r.update(vendi_samples=vendi[g - 1], vendi_accepted=vendi[g - 1] / 2,
                      vendi_accepted_equal_n=vendi[g - 1] / 5, vendi_probe=vendi[g - 1] / 4,
@@ -252,7 +255,8 @@ def test_done_when_numbers(tmp_path):
     from selfloop.ablate_render import plots, table
     from selfloop.ablate_report import checks, onset
 
-    default = _rows([0.1, 0.12, 0.14, 0.15, 0.16], [10, 11, 10.5, 12], ways=[1.05, 1.1, 1.089, 1.2, 1.3])
+    default = _rows([0.1, 0.12, 0.14, 0.15, 0.16], [10, 11, 10.5, 12], ways=[1.05, 1.1, 1.089, 1.2, 1.3],
+                    entropy=[4.0, 3.8, 4.2, 4.1])
     collapse = _rows([0.1, 0.12, 0.13, 0.10, 0.08], [10, 9.5, 8.5, 6], flags=(4,))
     assert onset(collapse, default) == 3  # vendi 8.5 < 0.9 x 10
     assert onset(_rows([0.1, 0.08], [10]), _rows([0.1, 0.12], [10])) == 1  # 4 points behind
@@ -267,6 +271,11 @@ def test_done_when_numbers(tmp_path):
     assert c["default"]["vendi_probe"] == {"fell_below_gen1": False, "min_ratio_to_gen1": 1.05}
     ways = c["default"]["distinct_per_solved"]
     assert ways == {"fell_below_gen1": True, "min_ratio_to_gen1": pytest.approx(0.99)}
+    # template entropy: 4.0 at generation 1, 3.8 at 2 (each set offset by the same bit)
+    assert c["default"]["entropy_samples_wf"] == {"fell_below_gen1": True,
+                                                  "min_ratio_to_gen1": pytest.approx(0.95)}
+    assert c["default"]["entropy_accepted_equal_n"]["min_ratio_to_gen1"] == pytest.approx(2.8 / 3.0)
+    assert c["default"]["entropy_probe"]["min_ratio_to_gen1"] == pytest.approx(4.8 / 5.0)
     # nothing solved at generation 1: no baseline, rather than a later generation standing in
     unsolved = _rows([0.1, 0.1, 0.1, 0.1], ways=[1.0, None, 1.2, 1.1])
     assert checks({"default": {"generations": unsolved}})["default"]["distinct_per_solved"] == {
@@ -301,6 +310,9 @@ def test_done_when_numbers(tmp_path):
     assert "| 5.00 → 6.00 | 2.00 → 2.40 | - → 2.50 → 3.00 | 1.050 → 1.100 → 1.300 |" in text
     assert "accepted Vendi at equal size False (1.050)" in text
     assert "correct answers per solved problem True (0.990)" in text
+    assert ("template entropy (digits masked; the same fixed-size sets, mean over their draws), fell below "
+            "generation 1's: well-formed samples True (0.950), accepted at equal size True (0.933), "
+            "probe True (0.960)") in text
     assert "probe Vendi, lowest of generations 2.. / generation 1's: default 1.050, collapse 0.600" in text
     assert all(p.stat().st_size > 5000 for p in plots(results, tmp_path))
 
@@ -447,3 +459,59 @@ def test_accepted_vendi_at_equal_size_of_a_run_measured_before_it_was_recorded(t
     del off["measure"]["accepted_n"]
     write_json(tmp_path / "params.json", off)
     assert accepted_equal_n_levels(ws, 2)["3"]["accepted_equal_n"]["n"] == 24  # default 128 > 24
+
+
+def test_template_entropy_is_recomputed_as_the_measure_step_records_it(tmp_path):
+    """The report's template entropy of the three fixed-size sets equals what today's measure
+    step records from the same files (the mean over the draws), whatever the run recorded."""
+    from selfloop import model as mdl
+    from selfloop.ablate_entropy import entropy_levels, legal_for
+    from selfloop.ablate_report import add_template_entropy
+    from selfloop.config import DomainConfig, load_params, to_dict
+    from selfloop.domains import get_domain
+    from selfloop.records import write_jsonl
+    from selfloop.steps.measure import measure
+    from selfloop.steps.plan import generation_seed
+    from selfloop.workspace import Workspace
+
+    params = load_params(None, ["measure.probe_n=12", "measure.accepted_n=10", "measure.probe_draws=4",
+                                "run.seed=3"])
+    ws = Workspace(tmp_path)
+    write_json(tmp_path / "params.json", to_dict(params))
+    mdl.build_char_tokenizer(get_domain(DomainConfig()).alphabet).save_pretrained(ws.init_model)
+    p3, p4 = {"numbers": [1, 2, 3], "target": 6}, {"numbers": [1, 2, 3, 4], "target": 10}
+    samples = ([{"level": 3, "response": r, "count": 2, "problem": p3}
+                for r in ("1+2+3", "3+2+1", "1*2*3", "(1+2)*3", "3*2-1", "2+1+3", "3-2+1")]
+               + [{"level": 3, "response": f"{i}((", "problem": p3} for i in range(9)]  # malformed
+               + [{"level": 4, "response": r, "problem": p4} for r in ("1+2+3+4", "4*3-2", "(1+4)*2")])
+    accepted = [{"level": 3, "response": (f"{a}+{b}-1", f"{a}*{b}-1", f"({a}+{b})*1")[(a + b) % 3]}
+                for a in range(1, 5) for b in range(1, 4)]  # 12 at level 3: full size
+    probe = ([{"level": 4, "response": r, "well_formed": True} for r in ("1+2+3+4", "4*3-2+1") * 5]
+             + [{"level": 4, "response": "(((", "well_formed": False}] * 4)
+    dom, runs = get_domain(DomainConfig()), []
+    for g, kept in ((1, accepted), (2, accepted[:9])):  # generation 2: 9 < accepted_n
+        ws.gen(g).mkdir(parents=True)
+        write_jsonl(ws.gen(g) / "verified.jsonl", samples)
+        write_jsonl(ws.gen(g) / "accepted.jsonl", kept)
+        write_jsonl(ws.gen(g) / "eval_samples.jsonl", probe)
+        runs.append(measure(samples, kept, [], None, 0, generation_seed(params, g), probe=probe, probe_n=12,
+                            probe_draws=4, accepted_n=10,
+                            well_formed=lambda r: dom.verify(r["response"], r["problem"], 200).well_formed))
+    got = entropy_levels(ws, 1, *legal_for(ws))
+    assert got["3"]["samples_well_formed"]["n"] == 14  # repeats counted, malformed left out
+    for lv, kind in (("3", "samples_well_formed"), ("4", "samples_well_formed"),
+                     ("3", "accepted_equal_n"), ("4", "probe_well_formed")):
+        assert got[lv][kind]["template_entropy"] == pytest.approx(runs[0][lv][kind]["template_entropy"])
+    assert "template_entropy_sd" in runs[0]["3"]["samples_well_formed"]  # 14 > 12: several draws
+    assert "probe_well_formed" not in got["3"] and got["3"]["accepted_equal_n"]["full_size"]
+    rows = [{"generation": 1}, {"generation": 2}]
+    add_template_entropy(ws, rows)
+    assert rows[0]["entropy_samples_wf"] == pytest.approx(
+        (runs[0]["3"]["samples_well_formed"]["template_entropy"]
+         + runs[0]["4"]["samples_well_formed"]["template_entropy"]) / 2)
+    assert rows[0]["entropy_probe"] == pytest.approx(runs[0]["4"]["probe_well_formed"]["template_entropy"])
+    assert rows[0]["entropy_accepted_equal_n"] == pytest.approx(
+        runs[0]["3"]["accepted_equal_n"]["template_entropy"])
+    # generation 2 lacks level 3 at full size: no value at equal size, rather than a smaller set's
+    assert rows[1]["entropy_accepted_equal_n"] is None
+    assert rows[1]["entropy_probe"] == rows[0]["entropy_probe"]

@@ -3,14 +3,23 @@ confidence computed as training tokenizes."""
 
 import math
 import random
+import statistics
 
 import pytest
 import torch
 
+from selfloop import diversity as dv
 from selfloop import model as mdl
 from selfloop.config import DomainConfig
 from selfloop.domains import get_domain
-from selfloop.steps.measure import mean_logprob, measure, texts_by_level
+from selfloop.steps.measure import (
+    fixed_n_draws,
+    mean_logprob,
+    mean_template_entropy,
+    measure,
+    measure_fixed_n,
+    texts_by_level,
+)
 from selfloop.steps.train import tokenize_example
 
 
@@ -139,3 +148,24 @@ def test_accepted_answers_are_also_measured_at_a_fixed_size():
     assert "accepted_equal_n" not in measure([], large, [], None, 100, 0)["3"]  # accepted_n=0: off
     few = measure([], small[:10], [], None, 100, 0, accepted_n=40)["3"]["accepted_equal_n"]
     assert few["n"] == 10 and not few["full_size"]
+
+
+def test_fixed_size_template_entropy_is_the_mean_over_the_draws():
+    """One draw of a fixed size moves the template entropy as much as a generation can; the
+    recorded value is the mean over the same draws the Vendi averages."""
+    texts = ([f"{i}+{i}" for i in range(100)] + [f"{i}*{i}-1" for i in range(60)]
+             + [f"({i}-1)*2" for i in range(40)])
+    random.Random(3).shuffle(texts)
+    draws = fixed_n_draws(texts, 20, 5, 8)
+    assert len(draws) == 8 and all(len(d) == 20 for d in draws)
+    per_draw = [dv.template_entropy(d) for d in draws]
+    assert len(set(per_draw)) > 1  # the draws differ
+    out = measure_fixed_n(texts, [], 0, 20, 5, 8)
+    assert out["template_entropy"] == pytest.approx(statistics.fmean(per_draw), abs=1e-6)
+    assert out["template_entropy_sd"] == pytest.approx(statistics.stdev(per_draw), abs=1e-6)
+    assert out["distinct"] == len(set(draws[0]))  # the other numbers: the first draw's
+    assert mean_template_entropy(texts, 20, 5, 8) == out["template_entropy"]  # what the report recomputes
+    # at most n texts: one draw, all of them, no spread
+    few = measure_fixed_n(texts[:10], [], 0, 20, 5, 8)
+    assert few["template_entropy"] == pytest.approx(dv.template_entropy(texts[:10]), abs=1e-6)
+    assert "template_entropy_sd" not in few and fixed_n_draws(texts[:10], 20, 5, 8) == [texts[:10]]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selfloop.ablate_report import CONTROL, first_flag
+from selfloop.ablate_report import CONTROL, ENTROPY_KEYS, first_flag
 
 
 def _pct(x: float | None) -> str:
@@ -81,6 +81,11 @@ def table(results: dict) -> str:
                                             ("distinct_per_solved", "correct answers per solved problem")))
         notes.append(f"- default arm ever flagged: {x['ever_flagged']}; fell below generation 1's "
                      f"(lowest / generation 1's): {fell}")
+        ent = ", ".join(f"{label} {x[key]['fell_below_gen1']} ({_num(x[key]['min_ratio_to_gen1'], 3)})"
+                        for key, label in zip(ENTROPY_KEYS, ("well-formed samples", "accepted at equal size",
+                                                             "probe"), strict=True))
+        notes.append(f"- default arm's answer-template entropy (digits masked; the same fixed-size sets, "
+                     f"mean over their draws), fell below generation 1's: {ent}")
     if "collapse_monitor" in c:
         x = c["collapse_monitor"]
         notes.append(f"- collapse_monitor final accuracy / default's: {_num(x['ratio'])} "

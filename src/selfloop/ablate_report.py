@@ -13,8 +13,8 @@ The done-when numbers are computed here, not asserted:
 - collapse_monitor's final mean accuracy relative to the default arm's: within 10% either
   way, and at least 90% of it (the issue says "within 10%"; both readings are shown);
 - whether the default arm's n-gram Vendi (samples, accepted answers, well-formed held-out probe
-  samples), and its distinct correct answers per solved held-out problem, ever fell below
-  their generation-1 values.
+  samples), its answer-template entropy (the same fixed-size sets), and its distinct correct
+  answers per solved held-out problem, ever fell below their generation-1 values.
 
 The probe (``steps.measure``): the held-out pass@k samples, the same problems at every
 generation and in every arm, so it is also shown for the base model (generation 0) and the
@@ -32,6 +32,8 @@ ONSET_VENDI = 0.9
 ONSET_ACCURACY = 0.03
 CONTROL = "control"
 LAST_N = 5  # generations the steadier accuracy reading averages over
+# the default arm's template entropies the checks compare with generation 1's
+ENTROPY_KEYS = ("entropy_samples_wf", "entropy_accepted_equal_n", "entropy_probe")
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -163,7 +165,25 @@ def arm_series(root: Path, arm: str = "loop") -> list[dict]:
                     r["diversity"].setdefault(lv, {}).update(d)
         for row, v in zip(rows[1:], equal_n_series([r["diversity"] for r in rows[1:]]), strict=True):
             row["vendi_accepted_equal_n"] = v
+        add_template_entropy(ws, rows[1:])
     return rows
+
+
+def add_template_entropy(ws: Workspace, rows: list[dict]) -> None:
+    """Each generation's template entropy of its three fixed-size sets, per level
+    (``template_entropy``) and as means over levels (``entropy_*``; the accepted answers'
+    over the levels generation 1 had at full size, as their Vendi), recomputed from its
+    files (``selfloop.ablate_entropy``)."""
+    from selfloop.ablate_entropy import entropy_levels, legal_for
+
+    params, legal = legal_for(ws)
+    for r in rows:
+        r["template_entropy"] = ent = entropy_levels(ws, r["generation"], params, legal)
+        r["entropy_samples_wf"] = mean_vendi(ent, "samples_well_formed", "template_entropy")
+        r["entropy_probe"] = mean_vendi(ent, "probe_well_formed", "template_entropy")
+    series = equal_n_series([r["template_entropy"] for r in rows], metric="template_entropy")
+    for r, v in zip(rows, series, strict=True):
+        r["entropy_accepted_equal_n"] = v
 
 
 def collect(base: Path, arms: dict[str, Path], overrides: dict[str, list[str]], made_by: dict[str, str],
@@ -256,7 +276,8 @@ def checks(arms: dict) -> dict:
                           "vendi_accepted": _fell_below_first(default, "vendi_accepted"),
                           "vendi_accepted_equal_n": _fell_below_first(default, "vendi_accepted_equal_n"),
                           "vendi_probe": _fell_below_first(default, "vendi_probe"),
-                          "distinct_per_solved": _fell_below_first(default, "distinct_per_solved")}
+                          "distinct_per_solved": _fell_below_first(default, "distinct_per_solved"),
+                          **{key: _fell_below_first(default, key) for key in ENTROPY_KEYS}}
     out["probe_vs_gen1"] = {name: _fell_below_first(r, "vendi_probe") for name, r in rows.items()
                             if name != CONTROL}
     if "collapse_monitor" in rows and default and len(default) > 1:

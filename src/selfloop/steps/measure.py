@@ -95,19 +95,38 @@ def mean_logprob(model, tok, prompts: list[str], responses: list[str], max_lengt
     return total / len(prompts)
 
 
+def fixed_n_draws(texts: list[str], n: int, seed: int, draws: int) -> list[list[str]]:
+    """The seeded samples of ``n`` of ``texts`` that a fixed-size number averages over: draw i
+    uses ``seed`` + i; one draw (all of them) when there are at most ``n``."""
+    if len(texts) <= n or draws <= 1:
+        return [_sample(texts, n, seed)]
+    return [_sample(texts, n, seed + i) for i in range(draws)]
+
+
+def mean_template_entropy(texts: list[str], n: int, seed: int, draws: int) -> float:
+    """The template entropy (bits, digits masked) of ``texts`` at a fixed size ``n``, averaged
+    over ``fixed_n_draws``: as ``measure_fixed_n`` records it."""
+    return round(statistics.fmean(dv.template_entropy(d) for d in fixed_n_draws(texts, n, seed, draws)), 6)
+
+
 def measure_fixed_n(texts: list[str], reference: list[str], embed_sample: int, n: int, seed: int,
                     draws: int) -> dict:
     """``measure_set`` of a seeded sample of ``n`` of ``texts`` (all of them when fewer), so
-    generations compare at equal n. Its n-gram Vendi is the mean over ``draws`` seeded samples
-    of ``n`` and ``vendi_ngram_sd`` the draws' standard deviation (why several draws: see
+    generations compare at equal n. Its n-gram Vendi and its template entropy are means over
+    ``draws`` seeded samples of ``n`` (``fixed_n_draws``), with the draws' standard deviations
+    (``vendi_ngram_sd``, ``template_entropy_sd``; why several draws: see
     ``measure.probe_draws`` in params.yaml); the other numbers are the first draw's.
-    ``available``: how many texts there were."""
-    first = measure_set(_sample(texts, n, seed), reference, None, embed_sample, seed)
-    if len(texts) > n and draws > 1:
-        values = [first["vendi_ngram"]] + [dv.vendi(dv.ngram_features(_sample(texts, n, seed + i)))
-                                           for i in range(1, draws)]
-        first["vendi_ngram"] = round(statistics.fmean(values), 6)
-        first["vendi_ngram_sd"] = round(statistics.stdev(values), 6)
+    A single draw of 256 answers moves the template entropy by about 0.1 bit, as much as
+    some generation-to-generation changes. ``available``: how many texts there were."""
+    picks = fixed_n_draws(texts, n, seed, draws)
+    first = measure_set(picks[0], reference, None, embed_sample, seed)
+    if len(picks) > 1:
+        values = [first["vendi_ngram"]] + [dv.vendi(dv.ngram_features(p)) for p in picks[1:]]
+        entropies = [dv.template_entropy(p) for p in picks]
+        first.update(vendi_ngram=round(statistics.fmean(values), 6),
+                     vendi_ngram_sd=round(statistics.stdev(values), 6),
+                     template_entropy=round(statistics.fmean(entropies), 6),
+                     template_entropy_sd=round(statistics.stdev(entropies), 6))
     return {**first, "available": len(texts)}
 
 
@@ -117,7 +136,7 @@ def measure_probe(probe: list[dict], level: int, reference: list[str], embed: Em
     """The probe's numbers at one level (see the module's docstring): every sample, and a
     fixed-size sample of the well-formed ones (``measure_fixed_n``)."""
     rows = [p for p in probe if p["level"] == level]
-    well = [p["response"] for p in rows if p["well_formed"]]
+    well = probe_texts(probe, level)
     return {
         "probe": {**measure_set([p["response"] for p in rows], reference, embed, embed_sample, seed,
                                 reference_vectors),
@@ -133,15 +152,26 @@ def probe_levels(probe: list[dict], probe_n: int, seed: int, draws: int) -> dict
             for lv in sorted({p["level"] for p in probe})}
 
 
+def legal_texts(samples: list[dict], level: int, well_formed: Callable[[dict], bool]) -> list[str]:
+    """The well-formed samples' responses at one level, a record standing for ``count``
+    identical samples counted that often."""
+    return [s["response"] for s in samples if s["level"] == level and well_formed(s)
+            for _ in range(s.get("count", 1))]
+
+
+def probe_texts(probe: list[dict], level: int) -> list[str]:
+    """The well-formed probe samples' responses at one level (what ``probe_well_formed`` measures)."""
+    return [p["response"] for p in probe if p["level"] == level and p["well_formed"]]
+
+
 def samples_well_formed(samples: list[dict], level: int, well_formed: Callable[[dict], bool],
                         reference: list[str], embed_sample: int, n: int, seed: int, draws: int) -> dict:
     """The generation's own samples at one level, well-formed ones only (repeats counted, as
     in ``samples``), measured at a fixed size like the probe's: legal attempts on the plan's
     problems, so that malformed output going away as the model learns the format is not
     counted as lost diversity. ``share``: the well-formed share of the samples."""
-    rows = [s for s in samples if s["level"] == level]
-    legal = [s["response"] for s in rows if well_formed(s) for _ in range(s.get("count", 1))]
-    total = sum(s.get("count", 1) for s in rows)
+    legal = legal_texts(samples, level, well_formed)
+    total = sum(s.get("count", 1) for s in samples if s["level"] == level)
     return {**measure_fixed_n(legal, reference, embed_sample, n, seed, draws),
             "share": round(len(legal) / total, 6) if total else 0.0}
 
