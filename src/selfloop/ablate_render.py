@@ -128,7 +128,7 @@ def plots(results: dict, out: Path) -> list[Path]:
     fig.savefig(acc, dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 4, figsize=(21, 4.5), sharex=True)
+    fig, axes = plt.subplots(1, 5, figsize=(26, 4.5), sharex=True)
     vendi = "n-gram Vendi (mean over levels)"
     for ax, key, title, ylabel in (
             (axes[0], "vendi_samples", "model's samples (plan's problems)", vendi),
@@ -136,7 +136,9 @@ def plots(results: dict, out: Path) -> list[Path]:
              "n-gram Vendi (mean over generation 1's levels)"),
             (axes[2], "vendi_probe", "well-formed held-out probe samples", vendi),
             (axes[3], "distinct_per_solved", "held-out: ways to a correct answer",
-             "distinct correct answers per solved problem")):
+             "distinct correct answers per solved problem"),
+            (axes[4], "entropy_probe", "well-formed probe samples: answer shapes",
+             "template entropy, bits (mean over levels)")):
         held_out = key in ("vendi_probe", "distinct_per_solved")  # measured for the base and control too
         for name, arm in arms.items():
             rows = [r for r in arm["generations"][0 if held_out else 1:] if r.get(key) is not None]
