@@ -310,9 +310,9 @@ def test_done_when_numbers(tmp_path):
     assert "| 5.00 → 6.00 | 2.00 → 2.40 | - → 2.50 → 3.00 | 1.050 → 1.100 → 1.300 |" in text
     assert "accepted Vendi at equal size False (1.050)" in text
     assert "correct answers per solved problem True (0.990)" in text
-    assert ("template entropy (digits masked; the same fixed-size sets, mean over their draws), fell below "
-            "generation 1's: well-formed samples True (0.950), accepted at equal size True (0.933), "
-            "probe True (0.960)") in text
+    assert ("template entropy (digits masked; the same fixed-size sets, mean over their draws) fell below "
+            "generation 1's (lowest / generation 1's): well-formed samples True (0.950), accepted at "
+            "equal size True (0.933), probe True (0.960)") in text
     assert "probe Vendi, lowest of generations 2.. / generation 1's: default 1.050, collapse 0.600" in text
     assert all(p.stat().st_size > 5000 for p in plots(results, tmp_path))
 
@@ -484,12 +484,18 @@ def test_template_entropy_is_recomputed_as_the_measure_step_records_it(tmp_path)
                 for r in ("1+2+3", "3+2+1", "1*2*3", "(1+2)*3", "3*2-1", "2+1+3", "3-2+1")]
                + [{"level": 3, "response": f"{i}((", "problem": p3} for i in range(9)]  # malformed
                + [{"level": 4, "response": r, "problem": p4} for r in ("1+2+3+4", "4*3-2", "(1+4)*2")])
-    accepted = [{"level": 3, "response": (f"{a}+{b}-1", f"{a}*{b}-1", f"({a}+{b})*1")[(a + b) % 3]}
-                for a in range(1, 5) for b in range(1, 4)]  # 12 at level 3: full size
-    probe = ([{"level": 4, "response": r, "well_formed": True} for r in ("1+2+3+4", "4*3-2+1") * 5]
-             + [{"level": 4, "response": "(((", "well_formed": False}] * 4)
+    # 12 at level 3, one shape far more often than the others; a count is not a weight here
+    shapes = ("{a}+{b}-1", "{a}+{b}-1", "{a}*{b}-1", "({a}+{b})*1")
+    accepted = [{"level": 3, "response": shapes[(a + b) % 4].format(a=a, b=b), "count": 1 + 5 * (a == 1)}
+                for a in range(1, 5) for b in range(1, 4)]
+    # more well-formed probe answers than probe_n at level 4, so the draws differ; level 5: probe only
+    probe = ([{"level": 4, "response": r, "well_formed": True}
+              for r in ("1+2+3+4", "4*3-2+1", "(1+2)*3+4", "4*3*2-1") * 5]
+             + [{"level": 4, "response": "(((", "well_formed": False}] * 4
+             + [{"level": 5, "response": r, "well_formed": True} for r in ("1+2+3+4+5", "5*4-3-2-1")])
     dom, runs = get_domain(DomainConfig()), []
-    for g, kept in ((1, accepted), (2, accepted[:9])):  # generation 2: 9 < accepted_n
+    # generation 2: 9 accepted, fewer than accepted_n; generation 3: exactly accepted_n
+    for g, kept in ((1, accepted), (2, accepted[:9]), (3, accepted[:10])):
         ws.gen(g).mkdir(parents=True)
         write_jsonl(ws.gen(g) / "verified.jsonl", samples)
         write_jsonl(ws.gen(g) / "accepted.jsonl", kept)
@@ -497,21 +503,39 @@ def test_template_entropy_is_recomputed_as_the_measure_step_records_it(tmp_path)
         runs.append(measure(samples, kept, [], None, 0, generation_seed(params, g), probe=probe, probe_n=12,
                             probe_draws=4, accepted_n=10,
                             well_formed=lambda r: dom.verify(r["response"], r["problem"], 200).well_formed))
-    got = entropy_levels(ws, 1, *legal_for(ws))
-    assert got["3"]["samples_well_formed"]["n"] == 14  # repeats counted, malformed left out
-    for lv, kind in (("3", "samples_well_formed"), ("4", "samples_well_formed"),
-                     ("3", "accepted_equal_n"), ("4", "probe_well_formed")):
-        assert got[lv][kind]["template_entropy"] == pytest.approx(runs[0][lv][kind]["template_entropy"])
-    assert "template_entropy_sd" in runs[0]["3"]["samples_well_formed"]  # 14 > 12: several draws
+    got = entropy_levels(ws, 1, *legal_for(tmp_path))
+    assert got["3"]["samples_well_formed"]["available"] == 14  # repeats counted, malformed left out
+    assert got["3"]["samples_well_formed"]["n"] == 12
+    cases = (("3", "samples_well_formed"), ("4", "samples_well_formed"), ("3", "accepted_equal_n"),
+             ("4", "probe_well_formed"), ("5", "probe_well_formed"))
+    for lv, kind in cases:
+        recorded = runs[0][lv][kind]
+        assert got[lv][kind]["template_entropy"] == pytest.approx(recorded["template_entropy"]), (lv, kind)
+        assert (got[lv][kind]["n"], got[lv][kind]["available"]) == (recorded["n"], recorded["available"])
+    for lv, kind in (("3", "samples_well_formed"), ("3", "accepted_equal_n"), ("4", "probe_well_formed")):
+        assert runs[0][lv][kind]["template_entropy_sd"] > 0  # more than the fixed size: the draws differ
     assert "probe_well_formed" not in got["3"] and got["3"]["accepted_equal_n"]["full_size"]
-    rows = [{"generation": 1}, {"generation": 2}]
+    assert set(got["5"]) == {"probe_well_formed"}  # a level only the probe has
+    assert got["3"]["accepted_equal_n"]["available"] == 12  # one row per accepted answer, whatever its count
+    rows = [{"generation": 1}, {"generation": 2}, {"generation": 3}]
     add_template_entropy(ws, rows)
     assert rows[0]["entropy_samples_wf"] == pytest.approx(
         (runs[0]["3"]["samples_well_formed"]["template_entropy"]
          + runs[0]["4"]["samples_well_formed"]["template_entropy"]) / 2)
-    assert rows[0]["entropy_probe"] == pytest.approx(runs[0]["4"]["probe_well_formed"]["template_entropy"])
+    assert rows[0]["entropy_probe"] == pytest.approx(
+        (runs[0]["4"]["probe_well_formed"]["template_entropy"]
+         + runs[0]["5"]["probe_well_formed"]["template_entropy"]) / 2)
     assert rows[0]["entropy_accepted_equal_n"] == pytest.approx(
         runs[0]["3"]["accepted_equal_n"]["template_entropy"])
-    # generation 2 lacks level 3 at full size: no value at equal size, rather than a smaller set's
+    # generation 2 lacks level 3 at full size: no value at equal size, rather than a smaller set's;
+    # generation 3 has exactly the fixed size, which counts
     assert rows[1]["entropy_accepted_equal_n"] is None
-    assert rows[1]["entropy_probe"] == rows[0]["entropy_probe"]
+    assert rows[2]["entropy_accepted_equal_n"] == pytest.approx(
+        runs[2]["3"]["accepted_equal_n"]["template_entropy"])
+    # the probe's draws are seeded by generation: the same answers give another mean
+    assert rows[1]["entropy_probe"] == pytest.approx(
+        (runs[1]["4"]["probe_well_formed"]["template_entropy"]
+         + runs[1]["5"]["probe_well_formed"]["template_entropy"]) / 2)
+    # a generation evaluated without keeping its samples has no probe
+    (ws.gen(3) / "eval_samples.jsonl").unlink()
+    assert all("probe_well_formed" not in v for v in entropy_levels(ws, 3, *legal_for(tmp_path)).values())

@@ -82,10 +82,9 @@ def table(results: dict) -> str:
         notes.append(f"- default arm ever flagged: {x['ever_flagged']}; fell below generation 1's "
                      f"(lowest / generation 1's): {fell}")
         ent = ", ".join(f"{label} {x[key]['fell_below_gen1']} ({_num(x[key]['min_ratio_to_gen1'], 3)})"
-                        for key, label in zip(ENTROPY_KEYS, ("well-formed samples", "accepted at equal size",
-                                                             "probe"), strict=True))
-        notes.append(f"- default arm's answer-template entropy (digits masked; the same fixed-size sets, "
-                     f"mean over their draws), fell below generation 1's: {ent}")
+                        for key, label in ENTROPY_KEYS.items())
+        notes.append("- default arm's answer-template entropy (digits masked; the same fixed-size sets, "
+                     f"mean over their draws) fell below generation 1's (lowest / generation 1's): {ent}")
     if "collapse_monitor" in c:
         x = c["collapse_monitor"]
         notes.append(f"- collapse_monitor final accuracy / default's: {_num(x['ratio'])} "

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selfloop.monitor import equal_n_series, flags, mean_vendi
+from selfloop.monitor import equal_n_series, flags, mean_over_levels, mean_vendi
 from selfloop.records import read_json, write_json, write_text
 from selfloop.workspace import Workspace
 
@@ -32,8 +32,10 @@ ONSET_VENDI = 0.9
 ONSET_ACCURACY = 0.03
 CONTROL = "control"
 LAST_N = 5  # generations the steadier accuracy reading averages over
-# the default arm's template entropies the checks compare with generation 1's
-ENTROPY_KEYS = ("entropy_samples_wf", "entropy_accepted_equal_n", "entropy_probe")
+# the default arm's template entropies the checks compare with generation 1's, and their labels
+ENTROPY_KEYS = {"entropy_samples_wf": "well-formed samples",
+                "entropy_accepted_equal_n": "accepted at equal size",
+                "entropy_probe": "probe"}
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -88,15 +90,12 @@ def probe_vendi(ws: Workspace, g: int, arm: str = "loop") -> float | None:
 def samples_vendi(ws: Workspace, g: int) -> float | None:
     """Mean over levels of the well-formed samples' n-gram Vendi of a generation measured
     before the measure step recorded it, computed from its verified.jsonl as that step does."""
-    from selfloop import loop
-    from selfloop import model as mdl
-    from selfloop.config import saved_params
+    from selfloop.ablate_entropy import legal_for
     from selfloop.records import read_jsonl
     from selfloop.steps.measure import samples_well_formed
     from selfloop.steps.plan import generation_seed
 
-    params = saved_params(read_json(ws.root / "params.json"))
-    legal = loop.legal_attempt(params, loop.domain_for(params, mdl.load_tokenizer(ws.init_model)))
+    params, legal = legal_for(ws.root)
     samples, m = read_jsonl(ws.gen(g) / "verified.jsonl"), params.measure
     levels = {str(lv): {"samples_well_formed": samples_well_formed(
         samples, lv, legal, [], 0, m.probe_n, generation_seed(params, g), m.probe_draws)}
@@ -109,14 +108,14 @@ def accepted_equal_n_levels(ws: Workspace, g: int) -> dict:
     generation measured before the measure step recorded them, computed from its
     accepted.jsonl as that step does (at ``measure.accepted_n``, or its default for a run
     that did not measure it; no reference, so no template KL: the Vendi is the same)."""
-    from selfloop.config import MeasureConfig, saved_params
+    from selfloop.config import saved_params
     from selfloop.records import read_jsonl
-    from selfloop.steps.measure import accepted_equal_n, texts_by_level
+    from selfloop.steps.measure import accepted_equal_n, accepted_size, texts_by_level
     from selfloop.steps.plan import generation_seed
 
     params = saved_params(read_json(ws.root / "params.json"))
     m, seed = params.measure, generation_seed(params, g)
-    n = m.accepted_n or MeasureConfig.accepted_n
+    n = accepted_size(m)
     by_level = texts_by_level(read_jsonl(ws.gen(g) / "accepted.jsonl"), weighted=False)
     return {str(lv): {"accepted_equal_n": accepted_equal_n(texts, [], n, seed, m.probe_draws)}
             for lv, texts in sorted(by_level.items())}
@@ -171,17 +170,17 @@ def arm_series(root: Path, arm: str = "loop") -> list[dict]:
 
 def add_template_entropy(ws: Workspace, rows: list[dict]) -> None:
     """Each generation's template entropy of its three fixed-size sets, per level
-    (``template_entropy``) and as means over levels (``entropy_*``; the accepted answers'
-    over the levels generation 1 had at full size, as their Vendi), recomputed from its
-    files (``selfloop.ablate_entropy``)."""
+    (``template_entropy_levels``) and as means over levels (``entropy_*``; the accepted
+    answers' over the levels generation 1 had at full size, as their Vendi), recomputed from
+    its files (``selfloop.ablate_entropy``)."""
     from selfloop.ablate_entropy import entropy_levels, legal_for
 
-    params, legal = legal_for(ws)
+    params, legal = legal_for(ws.root)
     for r in rows:
-        r["template_entropy"] = ent = entropy_levels(ws, r["generation"], params, legal)
-        r["entropy_samples_wf"] = mean_vendi(ent, "samples_well_formed", "template_entropy")
-        r["entropy_probe"] = mean_vendi(ent, "probe_well_formed", "template_entropy")
-    series = equal_n_series([r["template_entropy"] for r in rows], metric="template_entropy")
+        r["template_entropy_levels"] = ent = entropy_levels(ws, r["generation"], params, legal)
+        r["entropy_samples_wf"] = mean_over_levels(ent, "samples_well_formed", "template_entropy")
+        r["entropy_probe"] = mean_over_levels(ent, "probe_well_formed", "template_entropy")
+    series = equal_n_series([r["template_entropy_levels"] for r in rows], metric="template_entropy")
     for r, v in zip(rows, series, strict=True):
         r["entropy_accepted_equal_n"] = v
 

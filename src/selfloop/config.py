@@ -182,10 +182,11 @@ class MeasureConfig:
     confidence_sample: int = _f(512, "Samples per level scored for mean log-probability under their model.")
     probe_n: int = _f(256, "Well-formed held-out samples per level the probe diversity is measured on (a "
                       "seeded sample of this fixed size, so generations compare at equal n).")
-    probe_draws: int = _f(32, "Seeded samples of probe_n the probe's n-gram Vendi is averaged over (one "
-                          "draw's standard deviation was about 0.5 over levels: 32 draws give a standard "
-                          "error near 0.1).")
-    accepted_n: int = _f(128, "Accepted answers per level whose n-gram Vendi compares across generations (a "
+    probe_draws: int = _f(32, "Seeded samples of probe_n the probe's n-gram Vendi and template entropy are "
+                          "averaged over (one draw's Vendi standard deviation was about 0.5 over levels: 32 "
+                          "draws give a standard error near 0.1).")
+    accepted_n: int = _f(128, "Accepted answers per level whose n-gram Vendi and template entropy compare "
+                         "across generations (a "
                          "seeded sample of this fixed size, averaged over probe_draws; a level with fewer "
                          "is left out of the comparison; 0: not measured).")
 

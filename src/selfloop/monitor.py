@@ -65,18 +65,24 @@ def headroom(eval_levels: dict) -> float:
     return sum(e.get("pass_at_k", 0.0) for e in eval_levels.values()) / greedy if greedy else 0.0
 
 
-def mean_vendi(diversity: dict, kind: str, metric: str = "vendi_ngram") -> float | None:
-    """Mean over levels of the n-gram Vendi (or another ``metric``) of one set (``samples``,
-    ``accepted``, ``probe_well_formed``) in a generation's diversity.json; None when no level
-    has it."""
+def mean_over_levels(diversity: dict, kind: str, metric: str) -> float | None:
+    """Mean over levels of one ``metric`` of one set (``samples``, ``accepted``,
+    ``probe_well_formed``, ...) in per-level numbers shaped like diversity.json's; None when
+    no level has the set."""
     vs = [d[kind][metric] for d in diversity.values() if d.get(kind, {}).get("n")]
     return _mean(vs) if vs else None
 
 
+def mean_vendi(diversity: dict, kind: str) -> float | None:
+    """Mean over levels of the n-gram Vendi of one set (``mean_over_levels``)."""
+    return mean_over_levels(diversity, kind, "vendi_ngram")
+
+
 def equal_n_series(diversities: list[dict | None], kind: str = "accepted_equal_n",
                    metric: str = "vendi_ngram") -> list[float | None]:
-    """Per generation (diversity.json contents from generation 1 on, None where missing), the
-    mean n-gram Vendi (or another ``metric``) of a fixed-size set ``kind`` over the levels the
+    """Per generation (per-level numbers shaped like diversity.json's, from generation 1 on,
+    None where missing), the mean n-gram Vendi (or another ``metric``) of a fixed-size set
+    ``kind`` over the levels the
     first generation had at full size, so that every value averages the same levels at the
     same size. A generation lacking one of those levels at full size gets None; so do all
     when the first has no level at full size."""

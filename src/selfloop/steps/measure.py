@@ -97,16 +97,27 @@ def mean_logprob(model, tok, prompts: list[str], responses: list[str], max_lengt
 
 def fixed_n_draws(texts: list[str], n: int, seed: int, draws: int) -> list[list[str]]:
     """The seeded samples of ``n`` of ``texts`` that a fixed-size number averages over: draw i
-    uses ``seed`` + i; one draw (all of them) when there are at most ``n``."""
+    uses ``seed`` + i. One draw when ``draws`` <= 1, and one draw of all of them when there
+    are at most ``n``."""
     if len(texts) <= n or draws <= 1:
         return [_sample(texts, n, seed)]
     return [_sample(texts, n, seed + i) for i in range(draws)]
 
 
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    return round(statistics.fmean(values), 6), round(statistics.stdev(values), 6) if len(values) > 1 else 0.0
+
+
 def mean_template_entropy(texts: list[str], n: int, seed: int, draws: int) -> float:
     """The template entropy (bits, digits masked) of ``texts`` at a fixed size ``n``, averaged
-    over ``fixed_n_draws``: as ``measure_fixed_n`` records it."""
-    return round(statistics.fmean(dv.template_entropy(d) for d in fixed_n_draws(texts, n, seed, draws)), 6)
+    over ``fixed_n_draws``: what ``measure_fixed_n`` records."""
+    return _mean_sd([dv.template_entropy(d) for d in fixed_n_draws(texts, n, seed, draws)])[0]
+
+
+def accepted_size(m: MeasureConfig) -> int:
+    """The fixed size the accepted answers are compared at: ``measure.accepted_n``, or its
+    default for a run that did not measure them (0: what a run made before the key reads as)."""
+    return m.accepted_n or MeasureConfig.accepted_n
 
 
 def measure_fixed_n(texts: list[str], reference: list[str], embed_sample: int, n: int, seed: int,
@@ -121,12 +132,10 @@ def measure_fixed_n(texts: list[str], reference: list[str], embed_sample: int, n
     picks = fixed_n_draws(texts, n, seed, draws)
     first = measure_set(picks[0], reference, None, embed_sample, seed)
     if len(picks) > 1:
-        values = [first["vendi_ngram"]] + [dv.vendi(dv.ngram_features(p)) for p in picks[1:]]
-        entropies = [dv.template_entropy(p) for p in picks]
-        first.update(vendi_ngram=round(statistics.fmean(values), 6),
-                     vendi_ngram_sd=round(statistics.stdev(values), 6),
-                     template_entropy=round(statistics.fmean(entropies), 6),
-                     template_entropy_sd=round(statistics.stdev(entropies), 6))
+        first["vendi_ngram"], first["vendi_ngram_sd"] = _mean_sd(
+            [first["vendi_ngram"]] + [dv.vendi(dv.ngram_features(p)) for p in picks[1:]])
+        first["template_entropy"], first["template_entropy_sd"] = _mean_sd(
+            [dv.template_entropy(p) for p in picks])
     return {**first, "available": len(texts)}
 
 
