@@ -186,9 +186,8 @@ class MeasureConfig:
                           "averaged over (one draw's Vendi standard deviation was about 0.5 over levels: 32 "
                           "draws give a standard error near 0.1).")
     accepted_n: int = _f(128, "Accepted answers per level whose n-gram Vendi and template entropy compare "
-                         "across generations (a "
-                         "seeded sample of this fixed size, averaged over probe_draws; a level with fewer "
-                         "is left out of the comparison; 0: not measured).")
+                         "across generations (a seeded sample of this fixed size, averaged over "
+                         "probe_draws; a level with fewer is left out of the comparison; 0: not measured).")
 
 
 @dataclass(frozen=True)

@@ -82,10 +82,9 @@ def equal_n_series(diversities: list[dict | None], kind: str = "accepted_equal_n
                    metric: str = "vendi_ngram") -> list[float | None]:
     """Per generation (per-level numbers shaped like diversity.json's, from generation 1 on,
     None where missing), the mean n-gram Vendi (or another ``metric``) of a fixed-size set
-    ``kind`` over the levels the
-    first generation had at full size, so that every value averages the same levels at the
-    same size. A generation lacking one of those levels at full size gets None; so do all
-    when the first has no level at full size."""
+    ``kind`` over the levels the first generation had at full size, so that every value
+    averages the same levels at the same size. A generation lacking one of those levels at
+    full size gets None; so do all when the first has no level at full size."""
     def full(div: dict | None) -> dict[str, float]:
         return {lv: d[kind][metric] for lv, d in (div or {}).items()
                 if d.get(kind, {}).get("full_size")}
