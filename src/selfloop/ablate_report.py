@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from selfloop.ablate_entropy import RunCheck, entropy_levels, legal_for
 from selfloop.monitor import equal_n_series, flags, mean_over_levels, mean_vendi
 from selfloop.records import read_json, write_json, write_text
 from selfloop.workspace import Workspace
@@ -87,15 +88,15 @@ def probe_vendi(ws: Workspace, g: int, arm: str = "loop") -> float | None:
     return probe_vendi_of(saved_params(read_json(ws.root / "params.json")), read_jsonl(path), g)
 
 
-def samples_vendi(ws: Workspace, g: int) -> float | None:
+def samples_vendi(ws: Workspace, g: int, run: RunCheck | None = None) -> float | None:
     """Mean over levels of the well-formed samples' n-gram Vendi of a generation measured
-    before the measure step recorded it, computed from its verified.jsonl as that step does."""
-    from selfloop.ablate_entropy import legal_for
+    before the measure step recorded it, computed from its verified.jsonl as that step does.
+    ``run``: the run's ``ablate_entropy.legal_for``, made here when not given."""
     from selfloop.records import read_jsonl
     from selfloop.steps.measure import samples_well_formed
     from selfloop.steps.plan import generation_seed
 
-    params, legal = legal_for(ws.root)
+    params, legal = run or legal_for(ws.root)
     samples, m = read_jsonl(ws.gen(g) / "verified.jsonl"), params.measure
     levels = {str(lv): {"samples_well_formed": samples_well_formed(
         samples, lv, legal, [], 0, m.probe_n, generation_seed(params, g), m.probe_draws)}
@@ -121,8 +122,8 @@ def accepted_equal_n_levels(ws: Workspace, g: int) -> dict:
             for lv, texts in sorted(by_level.items())}
 
 
-def generation_row(ws: Workspace, g: int) -> dict:
-    """One finished generation of a loop arm, from its files."""
+def generation_row(ws: Workspace, g: int, run: RunCheck | None = None) -> dict:
+    """One finished generation of a loop arm, from its files (``run``: as ``samples_vendi``)."""
     d = ws.gen(g)
     metrics, diversity = read_json(d / "metrics.json"), read_json(d / "diversity.json")
     row = _eval_row(g, read_json(d / "eval.json")["levels"])
@@ -134,7 +135,7 @@ def generation_row(ws: Workspace, g: int) -> dict:
         "vendi_samples": mean_vendi(diversity, "samples"),
         "vendi_samples_wf": (mean_vendi(diversity, "samples_well_formed")
                              if any("samples_well_formed" in d for d in diversity.values())
-                             else samples_vendi(ws, g)),
+                             else samples_vendi(ws, g, run)),
         "vendi_accepted": mean_vendi(diversity, "accepted"),
         "vendi_probe": mean_vendi(diversity, "probe_well_formed"),
         "diversity": diversity,
@@ -149,10 +150,11 @@ def arm_series(root: Path, arm: str = "loop") -> list[dict]:
     """Generation 0 (the shared base) and every finished generation after it, in order."""
     ws = Workspace(root)
     rows = [{**_eval_row(0, read_json(ws.gen(0) / "eval.json")["levels"]), "vendi_probe": probe_vendi(ws, 0)}]
+    run = legal_for(ws.root) if arm == "loop" else None  # loads the tokenizer: once per arm
     g = 1
     while (ws.gen(g, arm) / "metrics.json").exists():
         if arm == "loop":
-            rows.append(generation_row(ws, g))
+            rows.append(generation_row(ws, g, run))
         else:
             rows.append({**_eval_row(g, read_json(ws.gen(g, arm) / "eval.json")["levels"]),
                          "vendi_probe": probe_vendi(ws, g, arm)})
@@ -164,18 +166,16 @@ def arm_series(root: Path, arm: str = "loop") -> list[dict]:
                     r["diversity"].setdefault(lv, {}).update(d)
         for row, v in zip(rows[1:], equal_n_series([r["diversity"] for r in rows[1:]]), strict=True):
             row["vendi_accepted_equal_n"] = v
-        add_template_entropy(ws, rows[1:])
+        add_template_entropy(ws, rows[1:], run)
     return rows
 
 
-def add_template_entropy(ws: Workspace, rows: list[dict]) -> None:
+def add_template_entropy(ws: Workspace, rows: list[dict], run: RunCheck | None = None) -> None:
     """Each generation's template entropy of its three fixed-size sets, per level
     (``template_entropy_levels``) and as means over levels (``entropy_*``; the accepted
     answers' over the levels generation 1 had at full size, as their Vendi), recomputed from
-    its files (``selfloop.ablate_entropy``)."""
-    from selfloop.ablate_entropy import entropy_levels, legal_for
-
-    params, legal = legal_for(ws.root)
+    its files (``selfloop.ablate_entropy``; ``run``: as ``samples_vendi``)."""
+    params, legal = run or legal_for(ws.root)
     for r in rows:
         r["template_entropy_levels"] = ent = entropy_levels(ws, r["generation"], params, legal)
         r["entropy_samples_wf"] = mean_over_levels(ent, "samples_well_formed", "template_entropy")

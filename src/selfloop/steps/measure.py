@@ -104,14 +104,14 @@ def fixed_n_draws(texts: list[str], n: int, seed: int, draws: int) -> list[list[
     return [_sample(texts, n, seed + i) for i in range(draws)]
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    return round(statistics.fmean(values), 6), round(statistics.stdev(values), 6) if len(values) > 1 else 0.0
+def _mean(values: list[float]) -> float:
+    return round(statistics.fmean(values), 6)
 
 
 def mean_template_entropy(texts: list[str], n: int, seed: int, draws: int) -> float:
     """The template entropy (bits, digits masked) of ``texts`` at a fixed size ``n``, averaged
     over ``fixed_n_draws``: what ``measure_fixed_n`` records."""
-    return _mean_sd([dv.template_entropy(d) for d in fixed_n_draws(texts, n, seed, draws)])[0]
+    return _mean([dv.template_entropy(d) for d in fixed_n_draws(texts, n, seed, draws)])
 
 
 def accepted_size(m: MeasureConfig) -> int:
@@ -132,10 +132,10 @@ def measure_fixed_n(texts: list[str], reference: list[str], embed_sample: int, n
     picks = fixed_n_draws(texts, n, seed, draws)
     first = measure_set(picks[0], reference, None, embed_sample, seed)
     if len(picks) > 1:
-        first["vendi_ngram"], first["vendi_ngram_sd"] = _mean_sd(
-            [first["vendi_ngram"]] + [dv.vendi(dv.ngram_features(p)) for p in picks[1:]])
-        first["template_entropy"], first["template_entropy_sd"] = _mean_sd(
-            [dv.template_entropy(p) for p in picks])
+        for key, values in (
+                ("vendi_ngram", [first["vendi_ngram"]] + [dv.vendi(dv.ngram_features(p)) for p in picks[1:]]),
+                ("template_entropy", [dv.template_entropy(p) for p in picks])):
+            first[key], first[f"{key}_sd"] = _mean(values), round(statistics.stdev(values), 6)
     return {**first, "available": len(texts)}
 
 
