@@ -1,3 +1,5 @@
+import pytest
+
 from selfloop.cli import main
 
 
@@ -13,3 +15,14 @@ def test_cli_run_refuses_existing_workdir_and_reports_bad_params(tiny_overrides,
     assert main(["run", "--set", "train.stpes=3"]) == 2
     assert "unknown key(s) ['stpes']" in capsys.readouterr().err
     assert main(["run", "--params", str(tmp_path / "none.yaml")]) == 2
+
+
+def test_ablate_help_names_every_built_in_arm(capsys):
+    # The help is written out (importing the arms would load torch for every command).
+    from selfloop.ablate import ARMS
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    listed = text.split("ablation arms (", 1)[1].split(")", 1)[0]
+    assert listed.split(", ") == list(ARMS)
