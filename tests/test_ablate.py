@@ -280,8 +280,16 @@ def test_done_when_numbers(tmp_path):
     unsolved = _rows([0.1, 0.1, 0.1, 0.1], ways=[1.0, None, 1.2, 1.1])
     assert checks({"default": {"generations": unsolved}})["default"]["distinct_per_solved"] == {
         "fell_below_gen1": None, "min_ratio_to_gen1": None}
-    assert c["probe_vs_gen1"]["collapse"]["min_ratio_to_gen1"] == pytest.approx(0.6)
-    assert "control" not in c["probe_vs_gen1"]
+    assert c["floors"]["collapse"]["vendi_probe"] == pytest.approx(0.6)
+    assert c["floors"]["collapse"]["entropy_probe"] is None  # not measured in that arm
+    assert c["floors"]["default"]["entropy_samples_wf"] == pytest.approx(0.95)
+    assert c["floors"]["default"]["distinct_per_solved"] == pytest.approx(0.99)
+    assert "control" not in c["floors"]
+    # accuracy over the last generations (4 here: min(5, 4)) and against the default's
+    assert c["floors"]["collapse"]["last_generations"] == 4
+    assert c["floors"]["collapse"]["last_mean_accuracy"] == pytest.approx((0.12 + 0.13 + 0.10 + 0.08) / 4)
+    assert c["floors"]["collapse"]["last_mean_vs_default"] == pytest.approx(0.43 / 0.57)
+    assert c["floors"]["default"]["last_mean_vs_default"] == pytest.approx(1.0)
     assert c["collapse"]["onset"] == 3
     fell = checks({"default": {"generations": collapse}})["default"]
     assert fell["vendi_probe"]["fell_below_gen1"] is True
@@ -313,7 +321,9 @@ def test_done_when_numbers(tmp_path):
     assert ("template entropy (digits masked; the same fixed-size sets, mean over their draws) fell below "
             "generation 1's (lowest / generation 1's): well-formed samples True (0.950), accepted at "
             "equal size True (0.933), probe True (0.960)") in text
-    assert "probe Vendi, lowest of generations 2.. / generation 1's: default 1.050, collapse 0.600" in text
+    assert "| arm | mean accuracy, last 4 generations | vs default | well-formed samples Vendi |" in text
+    assert "| collapse | 10.75% | 0.75x | - | 0.600 | 0.600 | - | - | - | - |" in text
+    assert "| default | 14.25% | - | - | 1.050 | 1.050 | 0.950 | 0.933 | 0.960 | 0.990 |" in text
     assert all(p.stat().st_size > 5000 for p in plots(results, tmp_path))
 
 

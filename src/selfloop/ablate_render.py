@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selfloop.ablate_report import CONTROL, ENTROPY_KEYS, first_flag
+from selfloop.ablate_report import CONTROL, ENTROPY_KEYS, FLOOR_KEYS, first_flag
 
 
 def _pct(x: float | None) -> str:
@@ -91,16 +91,31 @@ def table(results: dict) -> str:
                      f"(within 10% either way: {x['within_10pct']}; at least 90%: {x['at_least_90pct']}); "
                      f"mean over the last {x['last_generations']} generations / default's: "
                      f"{_num(x['last_mean_ratio'])}")
-    probe = {k: v for k, v in c.get("probe_vs_gen1", {}).items() if v["min_ratio_to_gen1"] is not None}
-    if probe:
-        notes.append("- probe Vendi, lowest of generations 2.. / generation 1's: " + ", ".join(
-            f"{k} {_num(v['min_ratio_to_gen1'], 3)}" for k, v in probe.items()))
     if notes[-1] == "":
         notes.append("- (none: they need the default, collapse or collapse_monitor arms)")
+    notes += floors_table(c.get("floors", {}))
     notes += ["", f"Onset: {c['definitions']['onset']}.", "", *produced_by(results), ""]
     if results.get("report_command"):
         notes += [f"Report written from those runs' files by: `{results['report_command']}`", ""]
     return "\n".join(lines + notes)
+
+
+def floors_table(floors: dict) -> list[str]:
+    """Every arm's diversity floors beside its accuracy over its last generations: what a
+    policy keeps and what it costs, one row an arm."""
+    if not floors:
+        return []
+    n = max(f["last_generations"] for f in floors.values())
+    head = ["arm", f"mean accuracy, last {n} generations", "vs default", *FLOOR_KEYS.values()]
+    lines = ["", "Diversity per arm: the lowest of generations 2.. / generation 1's (below 1.000: "
+             "it fell below its first generation's):", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, f in floors.items():
+        vs, acc = f["last_mean_vs_default"], f["last_mean_accuracy"]
+        lines.append(f"| {name} | {'-' if acc is None else f'{acc:.2%}'} | "
+                     f"{'-' if vs is None or name == 'default' else f'{vs:.2f}x'} | "
+                     + " | ".join(_num(f[key], 3) for key in FLOOR_KEYS) + " |")
+    return lines
 
 
 def plots(results: dict, out: Path) -> list[Path]:

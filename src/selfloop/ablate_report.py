@@ -14,7 +14,10 @@ The done-when numbers are computed here, not asserted:
   way, and at least 90% of it (the issue says "within 10%"; both readings are shown);
 - whether the default arm's n-gram Vendi (samples, accepted answers, well-formed held-out probe
   samples), its answer-template entropy (the same fixed-size sets), and its distinct correct
-  answers per solved held-out problem, ever fell below their generation-1 values.
+  answers per solved held-out problem, ever fell below their generation-1 values;
+- for every arm but the control (``floors``): the same fixed-size measures' lowest after
+  generation 1 relative to generation 1, beside the arm's mean accuracy over its last
+  ``LAST_N`` generations and that relative to the default arm's.
 
 The probe (``steps.measure``): the held-out pass@k samples, the same problems at every
 generation and in every arm, so it is also shown for the base model (generation 0) and the
@@ -37,6 +40,13 @@ LAST_N = 5  # generations the steadier accuracy reading averages over
 ENTROPY_KEYS = {"entropy_samples_wf": "well-formed samples",
                 "entropy_accepted_equal_n": "accepted at equal size",
                 "entropy_probe": "probe"}
+# every arm's diversity floors (lowest of generations 2.. / generation 1), as columns of the
+# per-arm table: the fixed-size sets, so that arms compare whatever their accuracy and plan
+FLOOR_KEYS = {"vendi_samples_wf": "well-formed samples Vendi",
+              "vendi_accepted_equal_n": "accepted Vendi at equal size",
+              "vendi_probe": "probe Vendi",
+              **{key: f"template entropy, {label}" for key, label in ENTROPY_KEYS.items()},
+              "distinct_per_solved": "correct answers per solved problem"}
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -252,6 +262,25 @@ def _fell_below_first(rows: list[dict], key: str) -> dict:
     return {"fell_below_gen1": low < first, "min_ratio_to_gen1": low / first if first else None}
 
 
+def last_mean_accuracy(rows: list[dict], n: int = LAST_N) -> float | None:
+    """Mean held-out accuracy over an arm's last ``n`` generations (fewer when it has fewer;
+    None with none after the base)."""
+    later = rows[1:][-n:]
+    return _mean([r["mean_accuracy"] for r in later]) if later else None
+
+
+def floors(rows: list[dict], default: list[dict] | None) -> dict:
+    """One arm's diversity floors (``FLOOR_KEYS``: lowest of generations 2.. / generation 1's,
+    None where not measured) beside its mean accuracy over the last ``LAST_N`` generations and
+    that mean / the default arm's over the same number of generations."""
+    n = min(LAST_N, len(rows) - 1, len(default) - 1) if default else LAST_N
+    own = last_mean_accuracy(rows, n)
+    base = last_mean_accuracy(default, n) if default else None
+    return {"last_generations": n, "last_mean_accuracy": own,
+            "last_mean_vs_default": own / base if own is not None and base else None,
+            **{key: _fell_below_first(rows, key)["min_ratio_to_gen1"] for key in FLOOR_KEYS}}
+
+
 def checks(arms: dict) -> dict:
     rows = {k: v["generations"] for k, v in arms.items()}
     default = rows.get("default")
@@ -277,8 +306,7 @@ def checks(arms: dict) -> dict:
                           "vendi_probe": _fell_below_first(default, "vendi_probe"),
                           "distinct_per_solved": _fell_below_first(default, "distinct_per_solved"),
                           **{key: _fell_below_first(default, key) for key in ENTROPY_KEYS}}
-    out["probe_vs_gen1"] = {name: _fell_below_first(r, "vendi_probe") for name, r in rows.items()
-                            if name != CONTROL}
+    out["floors"] = {name: floors(r, default) for name, r in rows.items() if name != CONTROL}
     if "collapse_monitor" in rows and default and len(default) > 1:
         cm, df = rows["collapse_monitor"][-1]["mean_accuracy"], default[-1]["mean_accuracy"]
         ratio = cm / df if df else None
