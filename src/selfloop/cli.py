@@ -232,6 +232,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from selfloop.monitor_replay import replay, replay_params, table
+    from selfloop.workspace import Workspace
+
+    ws = Workspace(Path(args.workdir))
+    params = replay_params(ws, args.set)
+    rows = replay(ws, params)
+    if not rows:
+        print(f"selfloop: {args.workdir}: no generation has a monitor decision yet", file=sys.stderr)
+        return 2
+    print(table(rows, params.monitor.act, args.set))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
@@ -282,6 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     co.add_argument("generation", type=int)
     co.add_argument("--workdir", default="runs/default", help="the run's directory (default: runs/default)")
     co.set_defaults(func=cmd_checkout)
+    mo = sub.add_parser("monitor", help="replay the collapse monitor over a recorded run at other "
+                        "thresholds: which generations it would flag (nothing is run)")
+    mo.add_argument("workdir", nargs="?", default="runs/default",
+                    help="the run's directory (default: runs/default)")
+    mo.add_argument("--set", action="append", default=[], metavar="monitor.KEY=VALUE",
+                    help="a monitor setting to replay with (repeatable), "
+                    "e.g. --set monitor.headroom_floor=0.8")
+    mo.set_defaults(func=cmd_monitor)
     rp = sub.add_parser("report", help="one self-contained HTML page on a run: accuracy, acceptance, "
                         "diversity, training mix, monitor decisions, timings, benchmarks")
     rp.add_argument("workdir", nargs="?", default="runs/default",

@@ -323,6 +323,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(raw)
 
 
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
+    """Set each ``section.key=value`` of ``overrides`` in ``data`` (parameters as plain dicts)."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {k} is not a section")
+        node[keys[-1]] = value
+
+
 def load_params(path: str | Path | None = "params.yaml", overrides: list[str] = ()) -> Params:
     """Params from a YAML file (missing keys take defaults) plus ``section.key=value`` overrides."""
     data: dict[str, Any] = {}
@@ -333,14 +345,7 @@ def load_params(path: str | Path | None = "params.yaml", overrides: list[str] = 
         data = yaml.safe_load(p.read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {text!r}: {k} is not a section")
-        node[keys[-1]] = value
+    apply_overrides(data, overrides)
     params = _build(Params, data, "params")
     validate(params)
     if params.model.path:  # absolute: DVC stages run in the run directory, not here

@@ -336,25 +336,42 @@ def step_monitor(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     evaluations of generations 1..g (files, so a replay reproduces them). Decisions are
     recorded and shown; a ``stop`` ends the loop, the next plan applies the others
     (``steps.plan.apply_decisions``), a ``wait`` changes nothing."""
-    from selfloop.monitor import Thresholds, decide, headroom, signals
+    from selfloop.monitor import signals
 
+    history = monitor_history(ws, g, [read_json(ws.gen(k) / "monitor.json")["decisions"]
+                                      for k in range(1, g)])
+    decisions = monitor_decide(params, ws, history)
+    write_json(ws.gen(g) / "monitor.json", {"decisions": decisions, "signals": signals(history[-1])})
+    return {"monitor": decisions}
+
+
+def monitor_history(ws: Workspace, g: int, earlier: list[list[dict]]) -> list[dict]:
+    """What the monitor reads after generation ``g``: generations 1..g's measurements and
+    evaluations, with ``earlier`` (generations 1..g-1's decisions) as their ``monitor``, and
+    generation g's plan's applied decisions as its ``applied`` (for ``kl_wait``)."""
     history = []
     for k in range(1, g + 1):
         d = ws.gen(k)
         h = {"generation": k, "diversity": read_json(d / "diversity.json"),
              "eval": read_json(d / "eval.json")["levels"]}
         if k < g:
-            h["monitor"] = read_json(d / "monitor.json")["decisions"]
+            h["monitor"] = earlier[k - 1]
         history.append(h)
-    history[-1]["applied"] = read_json(ws.gen(g) / "plan.json").get("decisions", [])  # for kl_wait
+    history[-1]["applied"] = read_json(ws.gen(g) / "plan.json").get("decisions", [])
+    return history
+
+
+def monitor_decide(params: Params, ws: Workspace, history: list[dict]) -> list[dict]:
+    """``monitor.decide`` on ``history`` with ``params.monitor``'s thresholds and the base
+    model's (generation 0's) accuracy, headroom and probe diversity."""
+    from selfloop.monitor import Thresholds, decide, headroom
+
     base = read_json(ws.gen(0) / "eval.json")["levels"]
     base_acc = sum(e["greedy_acc"] for e in base.values()) / len(base)
     m = to_dict(params)["monitor"]
     th = Thresholds(**{f.name: m[f.name] for f in dataclasses.fields(Thresholds)})
-    decisions = decide(history, base_acc, th, base_headroom=headroom(base),
-                       base_probe=base_probe_vendi(params, ws) if th.probe_floor else 0.0)
-    write_json(ws.gen(g) / "monitor.json", {"decisions": decisions, "signals": signals(history[-1])})
-    return {"monitor": decisions}
+    return decide(history, base_acc, th, base_headroom=headroom(base),
+                  base_probe=base_probe_vendi(params, ws) if th.probe_floor else 0.0)
 
 
 STEPS = (("plan", step_plan), ("generate", step_generate), ("verify", step_verify),

@@ -1,0 +1,85 @@
+"""Replaying the monitor over a recorded run (``selfloop monitor``): with the run's own
+thresholds it decides what the loop recorded, with others it says where the actions differ,
+and it refuses settings a replay cannot redo."""
+
+import dataclasses
+
+import pytest
+
+from selfloop.cli import main
+from selfloop.config import ConfigError, Params, to_dict
+from selfloop.loop import step_monitor
+from selfloop.monitor_replay import first_difference, replay, replay_params, table
+from selfloop.records import write_json
+from selfloop.workspace import Workspace
+
+BASE = {"3": {"greedy_acc": 0.20, "pass_at_k": 0.40}, "4": {"greedy_acc": 0.05, "pass_at_k": 0.10}}
+# (greedy, pass@k) per level and generation: headroom (pass@k / greedy, summed) 2.0 at the base;
+# 1.64 at generation 1 (0.82x: below 0.85x, above 0.80x), 1.9 at 2, 1.5 at 3 (0.75x: below both)
+EVALS = [{"3": (0.25, 0.40), "4": (0.025, 0.051)},
+         {"3": (0.25, 0.47), "4": (0.05, 0.10)},
+         {"3": (0.30, 0.45), "4": (0.06, 0.09)}]
+
+
+def _recorded_run(root, act=True):
+    """A run directory holding what the monitor reads, and the decisions the loop's own
+    monitor step recorded over it (no sampling or training: the files are scripted)."""
+    params = Params()
+    monitor = dataclasses.replace(params.monitor, act=act, probe_floor=0.0)
+    params = dataclasses.replace(params, monitor=monitor)
+    ws = Workspace(root)
+    write_json(root / "params.json", to_dict(params))
+    write_json(ws.gen(0) / "eval.json", {"levels": BASE})
+    for g, levels in enumerate(EVALS, start=1):
+        d = ws.gen(g)
+        write_json(d / "eval.json", {"levels": {lv: {"greedy_acc": a, "pass_at_k": p}
+                                                for lv, (a, p) in levels.items()}})
+        write_json(d / "diversity.json", {"3": {"samples": {"n": 100, "vendi_ngram": 10.0},
+                                                "accepted": {"n": 50, "template_entropy": 3.0,
+                                                             "template_kl_vs_reference": 0.1}}})
+        write_json(d / "plan.json", {"decisions": []})
+        step_monitor(params, ws, g, None)
+    return ws
+
+
+def test_replay_with_the_runs_thresholds_decides_what_was_recorded(tmp_path):
+    ws = _recorded_run(tmp_path / "run")
+    rows = replay(ws, replay_params(ws, []))
+    assert [r.generation for r in rows] == [1, 2, 3]
+    assert all(r.recorded == r.replayed for r in rows)
+    assert {d["signal"] for d in rows[0].recorded} == {"headroom"}  # 1.64 < 0.85 x 2.0
+    assert rows[1].recorded == []
+    assert first_difference(rows) is None
+    assert "acts the same in every generation" in table(rows, True, [])
+
+
+def test_replay_at_another_threshold_shows_where_the_actions_differ(tmp_path):
+    ws = _recorded_run(tmp_path / "run")
+    rows = replay(ws, replay_params(ws, ["monitor.headroom_floor=0.8"]))
+    assert [r.same_actions for r in rows] == [False, True, True]  # 1.64 >= 1.6; 1.5 < 1.6 still
+    assert rows[0].replayed == [] and rows[2].replayed[0]["threshold"] == pytest.approx(1.6)
+    assert first_difference(rows) == 1
+    text = table(rows, True, ["monitor.headroom_floor=0.8"])
+    assert "| 1 | raise_temperature (headroom), raise_reference_fraction (headroom) | - | **no** |" in text
+    assert "first differ at generation 1" in text and "from generation 2 on" in text
+    # a run that only recorded its decisions: every replayed row is exact
+    quiet = _recorded_run(tmp_path / "quiet", act=False)
+    params = replay_params(quiet, ["monitor.headroom_floor=0.8"])
+    assert params.monitor.act is False
+    text = table(replay(quiet, params), params.monitor.act, ["monitor.headroom_floor=0.8"])
+    assert "did not act on its monitor" in text
+    assert "every row is what this monitor would have decided" in text
+
+
+def test_replay_refuses_what_it_cannot_redo(tmp_path, capsys):
+    ws = _recorded_run(tmp_path / "run")
+    with pytest.raises(ConfigError, match="only monitor"):
+        replay_params(ws, ["train.steps=3"])
+    with pytest.raises(ConfigError, match=r"no params\.json"):
+        replay_params(Workspace(tmp_path / "nothing"), [])
+    assert main(["monitor", str(ws.root), "--set", "monitor.headroom_floor=0.8"]) == 0
+    assert "first differ at generation 1" in capsys.readouterr().out
+    assert main(["monitor", str(ws.root), "--set", "train.steps=3"]) == 2
+    assert "only monitor.* settings" in capsys.readouterr().err
+    assert main(["monitor", str(ws.root), "--set", "monitor.nope=1"]) == 2
+    assert "unknown key(s) ['nope']" in capsys.readouterr().err
