@@ -285,11 +285,20 @@ def test_done_when_numbers(tmp_path):
     assert c["floors"]["default"]["entropy_samples_wf"] == pytest.approx(0.95)
     assert c["floors"]["default"]["distinct_per_solved"] == pytest.approx(0.99)
     assert "control" not in c["floors"]
-    # accuracy over the last generations (4 here: min(5, 4)) and against the default's
-    assert c["floors"]["collapse"]["last_generations"] == 4
+    # accuracy over the last generations (all 4 here: fewer than 5) and against the default's
+    assert c["floors"]["collapse"]["last_generations"] == [1, 2, 3, 4]
     assert c["floors"]["collapse"]["last_mean_accuracy"] == pytest.approx((0.12 + 0.13 + 0.10 + 0.08) / 4)
     assert c["floors"]["collapse"]["last_mean_vs_default"] == pytest.approx(0.43 / 0.57)
     assert c["floors"]["default"]["last_mean_vs_default"] == pytest.approx(1.0)
+    # a shorter arm is compared with the default's same generations, not its last ones
+    short = checks({"default": {"generations": default}, "short": {"generations": default[:3]}})
+    assert short["floors"]["short"]["last_generations"] == [1, 2]
+    assert short["floors"]["short"]["last_mean_vs_default"] == pytest.approx(1.0)
+    # a default arm with no generation after the base: nothing to compare with, nothing made up
+    alone = checks({"default": {"generations": default[:1]}, "short": {"generations": default[:3]}})
+    assert alone["floors"]["short"]["last_mean_vs_default"] is None
+    assert alone["floors"]["default"]["last_generations"] == []
+    assert alone["floors"]["default"]["last_mean_accuracy"] is None
     assert c["collapse"]["onset"] == 3
     fell = checks({"default": {"generations": collapse}})["default"]
     assert fell["vendi_probe"]["fell_below_gen1"] is True
@@ -321,9 +330,10 @@ def test_done_when_numbers(tmp_path):
     assert ("template entropy (digits masked; the same fixed-size sets, mean over their draws) fell below "
             "generation 1's (lowest / generation 1's): well-formed samples True (0.950), accepted at "
             "equal size True (0.933), probe True (0.960)") in text
-    assert "| arm | mean accuracy, last 4 generations | vs default | well-formed samples Vendi |" in text
-    assert "| collapse | 10.75% | 0.75x | - | 0.600 | 0.600 | - | - | - | - |" in text
-    assert "| default | 14.25% | - | - | 1.050 | 1.050 | 0.950 | 0.933 | 0.960 | 0.990 |" in text
+    assert ("| arm | mean accuracy, last generations | vs default, same generations | "
+            "well-formed samples Vendi |") in text
+    assert "| collapse | 10.75% (gens 1-4) | 0.75x | - | 0.600 | 0.600 | - | - | - | - |" in text
+    assert "| default | 14.25% (gens 1-4) | - | - | 1.050 | 1.050 | 0.950 | 0.933 | 0.960 | 0.990 |" in text
     assert all(p.stat().st_size > 5000 for p in plots(results, tmp_path))
 
 

@@ -9,7 +9,7 @@ import pytest
 from selfloop.cli import main
 from selfloop.config import ConfigError, Params, to_dict
 from selfloop.loop import step_monitor
-from selfloop.monitor_replay import first_difference, replay, replay_params, table
+from selfloop.monitor_replay import actions, first_difference, replay, replay_params, table
 from selfloop.records import write_json
 from selfloop.workspace import Workspace
 
@@ -21,7 +21,7 @@ EVALS = [{"3": (0.25, 0.40), "4": (0.025, 0.051)},
          {"3": (0.30, 0.45), "4": (0.06, 0.09)}]
 
 
-def _recorded_run(root, act=True):
+def _recorded_run(root, act=True, evals=EVALS):
     """A run directory holding what the monitor reads, and the decisions the loop's own
     monitor step recorded over it (no sampling or training: the files are scripted)."""
     params = Params()
@@ -30,7 +30,7 @@ def _recorded_run(root, act=True):
     ws = Workspace(root)
     write_json(root / "params.json", to_dict(params))
     write_json(ws.gen(0) / "eval.json", {"levels": BASE})
-    for g, levels in enumerate(EVALS, start=1):
+    for g, levels in enumerate(evals, start=1):
         d = ws.gen(g)
         write_json(d / "eval.json", {"levels": {lv: {"greedy_acc": a, "pass_at_k": p}
                                                 for lv, (a, p) in levels.items()}})
@@ -66,20 +66,48 @@ def test_replay_at_another_threshold_shows_where_the_actions_differ(tmp_path):
     quiet = _recorded_run(tmp_path / "quiet", act=False)
     params = replay_params(quiet, ["monitor.headroom_floor=0.8"])
     assert params.monitor.act is False
-    text = table(replay(quiet, params), params.monitor.act, ["monitor.headroom_floor=0.8"])
+    quiet_rows = replay(quiet, params)
+    assert [r.same_actions for r in quiet_rows] == [False, True, True]
+    text = table(quiet_rows, params.monitor.act, ["monitor.headroom_floor=0.8"])
     assert "did not act on its monitor" in text
     assert "every row is what this monitor would have decided" in text
 
 
 def test_replay_refuses_what_it_cannot_redo(tmp_path, capsys):
     ws = _recorded_run(tmp_path / "run")
-    with pytest.raises(ConfigError, match="only monitor"):
+    with pytest.raises(ConfigError, match="only the monitor's thresholds"):
         replay_params(ws, ["train.steps=3"])
+    # act and the steps a plan applies changed what the run did: not replayable
+    for setting in ("monitor.act=false", "monitor.temperature_step=0.5", " monitor.reference_max=1"):
+        with pytest.raises(ConfigError, match="only the monitor's thresholds"):
+            replay_params(ws, [setting])
+    assert replay_params(ws, [" monitor.kl_wait=false"]).monitor.kl_wait is False
     with pytest.raises(ConfigError, match=r"no params\.json"):
         replay_params(Workspace(tmp_path / "nothing"), [])
     assert main(["monitor", str(ws.root), "--set", "monitor.headroom_floor=0.8"]) == 0
     assert "first differ at generation 1" in capsys.readouterr().out
     assert main(["monitor", str(ws.root), "--set", "train.steps=3"]) == 2
-    assert "only monitor.* settings" in capsys.readouterr().err
+    assert "only the monitor's thresholds" in capsys.readouterr().err
     assert main(["monitor", str(ws.root), "--set", "monitor.nope=1"]) == 2
-    assert "unknown key(s) ['nope']" in capsys.readouterr().err
+    assert "monitor.nope=1" in capsys.readouterr().err
+    # a generation missing its decisions while later ones have them: refused, not cut short
+    (ws.gen(2) / "monitor.json").unlink()
+    with pytest.raises(ConfigError, match=r"generation\(s\) \[2\] have no monitor\.json"):
+        replay(ws, replay_params(ws, []))
+    # the generation in progress (no decisions yet) ends the replay
+    more = _recorded_run(tmp_path / "more")
+    more.gen(4).mkdir()
+    assert [r.generation for r in replay(more, replay_params(more, []))] == [1, 2, 3]
+
+
+def test_replay_counts_rollbacks_from_its_own_decisions(tmp_path):
+    # mean accuracy 0.30, then 0.25 (0.05 below the best), then 0.20 (0.10 below); pass@k
+    # twice greedy throughout, so only the accuracy signal speaks
+    evals = [{"3": (0.30, 0.60)}, {"3": (0.25, 0.50)}, {"3": (0.20, 0.40)}]
+    ws = _recorded_run(tmp_path / "run", evals=evals)
+    recorded = [actions(r.recorded) for r in replay(ws, replay_params(ws, []))]
+    assert recorded == [set(), {"rollback"}, {"stop"}]  # the second drop in a row stops
+    rows = replay(ws, replay_params(ws, ["monitor.accuracy_drop=0.06"]))
+    # no rollback at generation 2 in the replay, so generation 3's drop is a first: a rollback
+    assert [actions(r.replayed) for r in rows] == [set(), set(), {"rollback"}]
+    assert first_difference(rows) == 2

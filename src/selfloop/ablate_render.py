@@ -105,14 +105,15 @@ def floors_table(floors: dict) -> list[str]:
     policy keeps and what it costs, one row an arm."""
     if not floors:
         return []
-    n = max(f["last_generations"] for f in floors.values())
-    head = ["arm", f"mean accuracy, last {n} generations", "vs default", *FLOOR_KEYS.values()]
+    head = ["arm", "mean accuracy, last generations", "vs default, same generations",
+            *FLOOR_KEYS.values()]
     lines = ["", "Diversity per arm: the lowest of generations 2.. / generation 1's (below 1.000: "
              "it fell below its first generation's):", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, f in floors.items():
-        vs, acc = f["last_mean_vs_default"], f["last_mean_accuracy"]
-        lines.append(f"| {name} | {'-' if acc is None else f'{acc:.2%}'} | "
+        vs, acc, gens = f["last_mean_vs_default"], f["last_mean_accuracy"], f["last_generations"]
+        span = f" (gens {gens[0]}-{gens[-1]})" if gens else ""
+        lines.append(f"| {name} | {'-' if acc is None else f'{acc:.2%}'}{span} | "
                      f"{'-' if vs is None or name == 'default' else f'{vs:.2f}x'} | "
                      + " | ".join(_num(f[key], 3) for key in FLOOR_KEYS) + " |")
     return lines

@@ -262,21 +262,17 @@ def _fell_below_first(rows: list[dict], key: str) -> dict:
     return {"fell_below_gen1": low < first, "min_ratio_to_gen1": low / first if first else None}
 
 
-def last_mean_accuracy(rows: list[dict], n: int = LAST_N) -> float | None:
-    """Mean held-out accuracy over an arm's last ``n`` generations (fewer when it has fewer;
-    None with none after the base)."""
-    later = rows[1:][-n:]
-    return _mean([r["mean_accuracy"] for r in later]) if later else None
-
-
 def floors(rows: list[dict], default: list[dict] | None) -> dict:
     """One arm's diversity floors (``FLOOR_KEYS``: lowest of generations 2.. / generation 1's,
-    None where not measured) beside its mean accuracy over the last ``LAST_N`` generations and
-    that mean / the default arm's over the same number of generations."""
-    n = min(LAST_N, len(rows) - 1, len(default) - 1) if default else LAST_N
-    own = last_mean_accuracy(rows, n)
-    base = last_mean_accuracy(default, n) if default else None
-    return {"last_generations": n, "last_mean_accuracy": own,
+    None where not measured) beside its mean accuracy over its last ``LAST_N`` generations
+    (``last_generations``: which; all when it has fewer) and that mean / the default arm's
+    over the same generations (None when the default lacks one of them)."""
+    later = rows[1:][-LAST_N:]
+    gens = [r["generation"] for r in later]
+    own = _mean([r["mean_accuracy"] for r in later]) if later else None
+    by_gen = {r["generation"]: r["mean_accuracy"] for r in (default or [])[1:]}
+    base = _mean([by_gen[g] for g in gens]) if gens and all(g in by_gen for g in gens) else None
+    return {"last_generations": gens, "last_mean_accuracy": own,
             "last_mean_vs_default": own / base if own is not None and base else None,
             **{key: _fell_below_first(rows, key)["min_ratio_to_gen1"] for key in FLOOR_KEYS}}
 

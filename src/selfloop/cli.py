@@ -301,8 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     mo.add_argument("workdir", nargs="?", default="runs/default",
                     help="the run's directory (default: runs/default)")
     mo.add_argument("--set", action="append", default=[], metavar="monitor.KEY=VALUE",
-                    help="a monitor setting to replay with (repeatable), "
-                    "e.g. --set monitor.headroom_floor=0.8")
+                    help="a threshold to replay with (repeatable; the settings that decide, not "
+                    "monitor.act or the steps a plan applies), e.g. --set monitor.headroom_floor=0.8")
     mo.set_defaults(func=cmd_monitor)
     rp = sub.add_parser("report", help="one self-contained HTML page on a run: accuracy, acceptance, "
                         "diversity, training mix, monitor decisions, timings, benchmarks")

@@ -20,10 +20,11 @@ reads them), and the plan decisions the run applied (``kl_wait`` reads them)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from selfloop.config import ConfigError, Params, apply_overrides, params_from_dict, with_added_keys
-from selfloop.monitor import flags
+from selfloop.monitor import Thresholds, flags
 from selfloop.records import read_json
 from selfloop.workspace import Workspace
 
@@ -44,12 +45,18 @@ def actions(decisions: list[dict]) -> set[str]:
     return {d["action"] for d in flags(decisions)}
 
 
+# What a replay may change: the settings that decide (``monitor.Thresholds``). The others,
+# ``monitor.act`` and the steps and caps a plan applies, change what the run then did, which a
+# replay cannot redo.
+REPLAYABLE = tuple(f"monitor.{f.name}" for f in dataclasses.fields(Thresholds))
+
+
 def replay_params(ws: Workspace, overrides: list[str]) -> Params:
-    """The run's saved parameters with ``overrides``, which may only be ``monitor.*``:
-    anything else changes what the run sampled or trained, which a replay cannot redo."""
-    other = [o for o in overrides if not o.split("=", 1)[0].strip().startswith("monitor.")]
+    """The run's saved parameters with ``overrides``, which may only be ``REPLAYABLE``."""
+    other = [o for o in overrides if o.split("=", 1)[0].strip() not in REPLAYABLE]
     if other:
-        raise ConfigError(f"only monitor.* settings can be replayed over a recorded run, not {other}")
+        raise ConfigError(f"only the monitor's thresholds can be replayed over a recorded run, not {other}; "
+                          f"they are: {', '.join(REPLAYABLE)}")
     path = ws.root / "params.json"
     if not path.exists():
         raise ConfigError(f"{ws.root}: no recorded run here (no params.json)")
@@ -63,13 +70,18 @@ def replay(ws: Workspace, params: Params) -> list[Replayed]:
     over every generation that has a recorded monitor decision."""
     from selfloop.loop import monitor_decide, monitor_history
 
+    decided = sorted(int(p.parent.name[4:]) for p in ws.root.glob("gen_*/monitor.json")
+                     if p.parent.name[4:].isdigit())
+    missing = sorted(set(range(1, max(decided, default=0) + 1)) - set(decided))
+    if missing:
+        raise ConfigError(f"{ws.root}: generation(s) {missing} have no monitor.json but later ones do; "
+                          "the monitor reads every earlier generation, so the run cannot be replayed "
+                          "as it is")
     out: list[Replayed] = []
-    g = 1
-    while (ws.gen(g) / "monitor.json").exists():
+    for g in decided:
         history = monitor_history(ws, g, [r.replayed for r in out])
         out.append(Replayed(g, read_json(ws.gen(g) / "monitor.json")["decisions"],
                             monitor_decide(params, ws, history)))
-        g += 1
     return out
 
 
