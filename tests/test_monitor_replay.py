@@ -85,7 +85,11 @@ def test_replay_refuses_what_it_cannot_redo(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"no params\.json"):
         replay_params(Workspace(tmp_path / "nothing"), [])
     assert main(["monitor", str(ws.root), "--set", "monitor.headroom_floor=0.8"]) == 0
-    assert "first differ at generation 1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "first differ at generation 1" in out and "probe signal is off" not in out
+    # the run has no base probe samples: asking for the probe signal says it cannot be replayed
+    assert main(["monitor", str(ws.root), "--set", "monitor.probe_floor=0.9"]) == 0
+    assert "probe signal is off in this replay" in capsys.readouterr().out
     assert main(["monitor", str(ws.root), "--set", "train.steps=3"]) == 2
     assert "only the monitor's thresholds" in capsys.readouterr().err
     assert main(["monitor", str(ws.root), "--set", "monitor.nope=1"]) == 2

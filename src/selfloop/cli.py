@@ -233,7 +233,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from selfloop.monitor_replay import replay, replay_params, table
+    from selfloop.monitor_replay import caveats, replay, replay_params, table
     from selfloop.workspace import Workspace
 
     ws = Workspace(Path(args.workdir))
@@ -242,7 +242,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if not rows:
         print(f"selfloop: {args.workdir}: no generation has a monitor decision yet", file=sys.stderr)
         return 2
-    print(table(rows, params.monitor.act, args.set))
+    print(table(rows, params.monitor.act, args.set, caveats(ws, params)))
     return 0
 
 

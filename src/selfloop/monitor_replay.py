@@ -85,6 +85,14 @@ def replay(ws: Workspace, params: Params) -> list[Replayed]:
     return out
 
 
+def caveats(ws: Workspace, params: Params) -> list[str]:
+    """What the replay cannot read in this run, said rather than left silent."""
+    if params.monitor.probe_floor and not (ws.gen(0) / "eval_samples.jsonl").exists():
+        return ["The base model's held-out samples (gen_000/eval_samples.jsonl) are not in this run, "
+                "so the probe signal is off in this replay, whatever monitor.probe_floor says."]
+    return []
+
+
 def first_difference(rows: list[Replayed]) -> int | None:
     """The first generation whose acted-on decisions differ from those recorded (None: none)."""
     return next((r.generation for r in rows if not r.same_actions), None)
@@ -94,8 +102,9 @@ def _show(decisions: list[dict]) -> str:
     return ", ".join(f"{d['action']} ({d['signal']})" for d in decisions) or "-"
 
 
-def table(rows: list[Replayed], acted: bool, overrides: list[str]) -> str:
-    """The replay as markdown: one row a generation, then what the rows mean for this run."""
+def table(rows: list[Replayed], acted: bool, overrides: list[str], notes: list[str] = ()) -> str:
+    """The replay as markdown: one row a generation, then what the rows mean for this run,
+    then ``notes`` (``caveats``)."""
     lines = ["| generation | recorded | replayed | same actions |", "|---|---|---|---|"]
     lines += [f"| {r.generation} | {_show(r.recorded)} | {_show(r.replayed)} | "
               f"{'yes' if r.same_actions else '**no**'} |" for r in rows]
@@ -111,4 +120,4 @@ def table(rows: list[Replayed], acted: bool, overrides: list[str]) -> str:
         note = (f"With {what}, the actions first differ at generation {first}. This run did not act "
                 "on its monitor (monitor.act false), so every row is what this monitor would have "
                 "decided in it.")
-    return "\n".join([*lines, "", note])
+    return "\n".join([*lines, "", note, *notes])
