@@ -21,7 +21,6 @@ reads them), and the plan decisions the run applied (``kl_wait`` reads them)."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from selfloop.config import ConfigError, Params, apply_overrides, params_from_dict, with_added_keys
 from selfloop.monitor import Thresholds, flags
@@ -29,7 +28,7 @@ from selfloop.records import read_json
 from selfloop.workspace import Workspace
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Replayed:
     generation: int
     recorded: list[dict]
