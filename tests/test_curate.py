@@ -4,13 +4,21 @@ from collections import Counter
 import pytest
 
 from selfloop.config import CurateConfig
-from selfloop.steps.curate import build_mix, curate, draw_weights, mix_makeup, next_pool, weighted_pass
+from selfloop.steps.curate import (
+    PASS_RATE_PRIOR,
+    build_mix,
+    curate,
+    draw_weights,
+    mix_makeup,
+    next_pool,
+    weighted_pass,
+)
 
 
-def rec(i, problem="p1", ok=True, count=1, gen=1):
+def rec(i, problem="p1", ok=True, count=1, gen=1, level=3, response=None):
     return {
-        "id": f"id{i}", "problem_id": problem, "generation": gen, "count": count,
-        "prompt": "x", "response": str(i),
+        "id": f"id{i}", "problem_id": problem, "generation": gen, "count": count, "level": level,
+        "prompt": "x", "response": str(i) if response is None else response,
         "verification": [{"verifier": "v", "score": float(ok), "verdict": "pass" if ok else "fail",
                           "reason": "correct" if ok else "wrong_value"}],
     }
@@ -187,3 +195,57 @@ def test_difficulty_weights_favour_rarely_solved_problems_and_keep_level_shares(
     mixed = [{**row(5, 4, 1.0), "response": "1+2"}, {**row(6, 4, 0.5), "response": "3+4"},
              {**row(7, 4, 0.25), "response": "5*6"}]
     assert draw_weights(mixed, 1.0, difficulty=1.0) == pytest.approx([x * 3 / 5.5 for x in (0.5, 1, 4)])
+
+
+def test_curation_records_each_template_pass_rate_relative_to_its_level():
+    verified = [
+        rec(1, response="1+2", count=3), rec(2, response="3+4", ok=False),  # "#+#": 3 of 4 pass
+        rec(3, "p2", response="1*2"), rec(4, "p2", response="3*4", ok=False, count=3),  # "#*#": 1 of 4
+        rec(5, "p3", response="9-9", ok=False, level=5),  # level 5: nothing passed, no rate
+    ]
+    accepted, _, _ = curate(verified, [], set(), CurateConfig(cap_per_problem=2))
+    level = 4 / 8
+    shrunk = {"1+2": (3 + PASS_RATE_PRIOR * level) / (4 + PASS_RATE_PRIOR) / level,
+              "1*2": (1 + PASS_RATE_PRIOR * level) / (4 + PASS_RATE_PRIOR) / level}
+    got = {r["response"]: r["curation"]["template_pass_rate"] for r in accepted}
+    assert got == pytest.approx(shrunk) and got["1+2"] == pytest.approx(1.1)
+
+
+def test_pass_rate_weights_divide_out_the_verifiers_preference_and_keep_level_shares():
+    def row(i, level, rate):
+        return {"id": f"x{i}", "level": level, "response": f"{i}+1", "curation": {"template_pass_rate": rate}}
+
+    pool = [row(0, 4, 2.0), row(1, 4, 0.5), row(2, 4, 0.01), {**row(3, 4, 0), "curation": {}}, row(4, 3, 3.0)]
+    w = draw_weights(pool, 0.0, pass_rate=1.0)
+    # raw 0.5, 2, 10 (0.01 is read as MIN_RELATIVE_PASS_RATE = 0.1), 1 (no rate recorded)
+    assert w[:4] == pytest.approx([x * 4 / 13.5 for x in (0.5, 2, 10, 1)]) and w[4] == pytest.approx(1)
+    assert draw_weights(pool, 0.0, pass_rate=0.0) == pytest.approx([1.0] * 5)
+
+    # A generation where half the samples have each of two shapes, one passing 4 times as
+    # often: the accepted answers are 80% that shape; weighted at 1, about half again.
+    verified = []
+    for shape, op, good in (("a", "+", 400), ("b", "*", 100)):
+        verified += [rec(f"{shape}{i}", f"{shape}{i}", response=f"{i}{op}{i}", level=4) for i in range(good)]
+        verified += [rec(f"{shape}f", f"{shape}f", ok=False, count=1000 - good, response=f"7{op}7", level=4)]
+    accepted, _, _ = curate(verified, [], set(), CurateConfig(cap_per_problem=2))
+    assert sum("+" in r["response"] for r in accepted) / len(accepted) == pytest.approx(0.8)
+    weights = draw_weights(accepted, 0.0, pass_rate=1.0)
+    plus = sum(w for w, r in zip(weights, accepted, strict=True) if "+" in r["response"])
+    assert plus / sum(weights) == pytest.approx(0.5, abs=0.01)
+
+
+def test_pass_rate_balance_changes_the_mix_only_when_on():
+    reference = [{"id": f"r{i}", "level": 3, "response": "1+1"} for i in range(5)]
+    pool = [{"id": f"a{i}", "level": 3, "response": f"{i}+1", "curation": {"template_pass_rate": 2.0}}
+            for i in range(8)] + [{"id": "b", "level": 3, "response": "1*(2+3)",
+                                   "curation": {"template_pass_rate": 0.25}}]
+    kw = {"steps": 200, "batch_size": 4, "reference_fraction": 0.25, "seed": 3}
+    def drawn(**extra):
+        return Counter(i for m in build_mix(reference, pool, **kw, **extra) for i in m["synthetic"])
+
+    plain, tilted = drawn(), drawn(pass_rate_balance=1.0)
+    a_plain = sum(plain[f"a{i}"] for i in range(8))
+    a_tilted = sum(tilted[f"a{i}"] for i in range(8))
+    assert plain["b"] * 8 == pytest.approx(a_plain, abs=16)  # each record once a pass
+    # raw 4 against 8 x 0.5: drawn as often as all eight together (600 draws, offsets random)
+    assert tilted["b"] == pytest.approx(a_tilted, rel=0.1)

@@ -111,6 +111,13 @@ class TrainConfig:
         "samples that passed)^-this times, rescaled so level shares are kept (0: each once, 1: "
         "an answer to a problem solved 1 time in 8 is drawn 8 times as often as one solved 8 "
         "times in 8). Combines with template_balance by multiplying.")
+    pass_rate_balance: float = _f(
+        0.0, "Each pass over the synthetic pool repeats an example about (pass rate of its answer "
+        "template, relative to its level's, in the generation that sampled it)^-this times, "
+        "rescaled so level shares are kept (0: each once; 1: divides out the verifier's preference "
+        "for the shapes that pass most often). Rates are shrunk towards the level's by 16 "
+        "pseudo-samples and read as at least 0.1 of it. Combines with the other balances by "
+        "multiplying.")
     reference_by_level: bool = _f(
         False, "Draw each batch's reference examples level by level, in the proportions of the "
         "synthetic pool's levels that have reference data, so reference_fraction holds within each "
@@ -373,7 +380,8 @@ def params_from_dict(data: dict[str, Any]) -> Params:
 ADDED_KEYS: dict[str, Any] = {"train.schedule": "constant", "train.ema": 0.0, "measure.probe_draws": 5,
                               "train.start": "previous", "run.device": "cpu", "monitor.probe_floor": 0.0,
                               "measure.accepted_n": 0, "train.difficulty_balance": 0.0,
-                              "train.reference_by_level": False, "monitor.kl_wait": False}
+                              "train.reference_by_level": False, "monitor.kl_wait": False,
+                              "train.pass_rate_balance": 0.0}
 
 
 def with_added_keys(saved: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -416,6 +424,7 @@ def validate(p: Params) -> None:
         (p.run.device in DEVICES, f"run.device must be one of {', '.join(map(repr, DEVICES))}"),
         (p.train.template_balance >= 0, "train.template_balance must be >= 0"),
         (p.train.difficulty_balance >= 0, "train.difficulty_balance must be >= 0"),
+        (p.train.pass_rate_balance >= 0, "train.pass_rate_balance must be >= 0"),
         (0 <= p.train.ema < 1, "train.ema must be in [0, 1)"),
         (p.train.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(map(repr, SCHEDULES))}"),
         (p.train.start in STARTS, f"train.start must be one of {', '.join(map(repr, STARTS))}"),

@@ -234,7 +234,8 @@ def step_curate(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     t = params.train
     mix = cur.build_mix(reference, pool, t.steps, t.batch_size,
                         policy.get("reference_fraction", t.reference_fraction), pl.generation_seed(params, g),
-                        t.template_balance, t.difficulty_balance, t.reference_by_level)
+                        t.template_balance, t.difficulty_balance, t.reference_by_level,
+                        t.pass_rate_balance)
     write_jsonl(d / "accepted.jsonl", accepted)
     write_jsonl(d / "curation.jsonl", decisions)
     write_jsonl(d / "pool.jsonl", pool)

@@ -21,6 +21,33 @@ def passed(r: dict) -> bool:
     return bool(trace) and all(v["verdict"] == "pass" for v in trace)
 
 
+# The template pass rate is shrunk towards its level's by this many pseudo-samples (one
+# problem's worth at the default plan.samples), so a shape sampled once and passed once does
+# not read as a certainty; and it is read as at least this share of the level's, so one
+# lucky pass of a shape the model nearly always gets wrong is not drawn without bound.
+PASS_RATE_PRIOR = 16
+MIN_RELATIVE_PASS_RATE = 0.1
+
+
+def template_pass_rates(verified: list[dict], ok: list[bool]) -> dict[tuple[int, str], float]:
+    """(level, answer template) -> the share of that template's samples that passed, shrunk
+    towards the level's share by ``PASS_RATE_PRIOR`` pseudo-samples, over the level's share.
+    A level where nothing passed has no entries."""
+    sampled: Counter[tuple[int, str]] = Counter()
+    good: Counter[tuple[int, str]] = Counter()
+    for r, passes in zip(verified, ok, strict=True):
+        key = (r["level"], template(r["response"]))
+        sampled[key] += r.get("count", 1)
+        good[key] += r.get("count", 1) if passes else 0
+    level_rate = {}
+    for level in {lv for lv, _ in sampled}:
+        n = sum(c for (lv, _), c in sampled.items() if lv == level)
+        level_rate[level] = sum(c for (lv, _), c in good.items() if lv == level) / n
+    return {(level, shape): (good[(level, shape)] + PASS_RATE_PRIOR * level_rate[level])
+            / (n + PASS_RATE_PRIOR) / level_rate[level]
+            for (level, shape), n in sampled.items() if level_rate[level] > 0}
+
+
 def curate(
     verified: list[dict], pool: list[dict], heldout_ids: set[str], cfg: CurateConfig
 ) -> tuple[list[dict], list[dict], dict]:
@@ -28,7 +55,9 @@ def curate(
 
     Each accepted record's curation says how often the model solved its problem this
     generation (``solve_rate``: the share of the problem's samples that passed), which
-    ``train.difficulty_balance`` weighs by."""
+    ``train.difficulty_balance`` weighs by, and how often its answer's template passed
+    relative to its level (``template_pass_rate``, ``template_pass_rates``), which
+    ``train.pass_rate_balance`` weighs by."""
     in_pool = {r["id"] for r in pool}
     ok = [passed(r) for r in verified]
     sampled: Counter[str] = Counter()
@@ -36,6 +65,7 @@ def curate(
     for r, good in zip(verified, ok, strict=True):
         sampled[r["problem_id"]] += r.get("count", 1)
         solved[r["problem_id"]] += r.get("count", 1) if good else 0
+    shape_rate = template_pass_rates(verified, ok)
     per_problem: dict[str, int] = defaultdict(int)
     accepted, decisions = [], []
     # Most-sampled answers first: with a cap, keep the model's most consistent solutions.
@@ -56,8 +86,10 @@ def curate(
             decision = "accepted"
             per_problem[r["problem_id"]] += 1
             rate = solved[r["problem_id"]] / sampled[r["problem_id"]]
+            relative = shape_rate[(r["level"], template(r["response"]))]
             accepted.append({**r, "curation": {"decision": decision, "selection": cfg.selection,
-                                               "solve_rate": rate}})
+                                               "solve_rate": rate,
+                                               "template_pass_rate": round(relative, 6)}})
         seen.add(r["id"])
         decisions.append({"id": r["id"], "decision": decision})
     counts = Counter(d["decision"] for d in decisions)
@@ -79,22 +111,32 @@ def next_pool(pool: list[dict], accepted: list[dict], accumulate: bool) -> list[
     return [*pool, *accepted] if accumulate else list(accepted)
 
 
-def draw_weights(pool: list[dict], balance: float, difficulty: float = 0.0) -> list[float]:
+def draw_weights(pool: list[dict], balance: float, difficulty: float = 0.0,
+                 pass_rate: float = 0.0) -> list[float]:
     """Each record's draw weight: (count of its answer template within its level)^-``balance``
-    x (its problem's solve rate)^-``difficulty``, scaled so every level keeps its share of
-    the pool.
+    x (its problem's solve rate)^-``difficulty`` x (its template's relative pass rate in the
+    generation that sampled it, at least ``MIN_RELATIVE_PASS_RATE``)^-``pass_rate``, scaled
+    so every level keeps its share of the pool.
 
     Self-training favours the shapes the model already finds easiest (on Countdown, adding
     every number): ``balance`` draws the rarer shapes of the same level more often.
     ``difficulty`` draws the answers to problems the model rarely solved more often: a
     pool of verified samples over-represents easy problems, since those yield a correct
     answer most often (the bias DART-Math, Tong et al. 2024, corrects by sampling hard
-    problems more). Neither changes how much each level gets. A record curated before
-    ``solve_rate`` was recorded counts as solved every time (weight 1)."""
+    problems more). ``pass_rate`` undoes the verifier's own tilt: a template that passes
+    twice as often as the level's answers do is about twice as common among the accepted as
+    among the model's samples (less where the cap or duplicates bind), and at 1 that
+    preference is divided out. None
+    of them changes how much each level gets. A record curated before ``solve_rate`` or
+    ``template_pass_rate`` was recorded counts as weight 1 for it."""
     shape = [(r["level"], template(r["response"])) for r in pool]
     count, size = Counter(shape), Counter(level for level, _ in shape)
-    raw = [count[s] ** -balance * (r.get("curation") or {}).get("solve_rate", 1.0) ** -difficulty
-           for s, r in zip(shape, pool, strict=True)]
+    def factor(r: dict) -> float:
+        c = r.get("curation") or {}
+        relative = max(c.get("template_pass_rate", 1.0), MIN_RELATIVE_PASS_RATE)
+        return c.get("solve_rate", 1.0) ** -difficulty * relative ** -pass_rate
+
+    raw = [count[s] ** -balance * factor(r) for s, r in zip(shape, pool, strict=True)]
     mass: dict[int, float] = defaultdict(float)
     for (level, _), w in zip(shape, raw, strict=True):
         mass[level] += w
@@ -120,12 +162,14 @@ def build_mix(
     reference: list[dict], pool: list[dict], steps: int, batch_size: int,
     reference_fraction: float, seed: int, template_balance: float = 0.0,
     difficulty_balance: float = 0.0, reference_by_level: bool = False,
+    pass_rate_balance: float = 0.0,
 ) -> list[dict]:
     """One manifest line per optimizer step: the ids of that batch, by origin.
 
     Each batch takes ``round(reference_fraction * batch_size)`` reference examples, the
     rest from the synthetic pool (both cycled in seeded random order; with
-    ``template_balance`` or ``difficulty_balance`` > 0 each pass over the pool repeats every
+    ``template_balance``, ``difficulty_balance`` or ``pass_rate_balance`` > 0 each pass over
+    the pool repeats every
     synthetic example about ``draw_weights`` times, see ``weighted_pass``). With
     ``reference_by_level`` each reference draw first takes a level, in proportion to the
     pool's records at the levels the reference data has, then the next example of that
@@ -144,7 +188,7 @@ def build_mix(
 
     def weighted(rows: list[dict]):
         ids = [r["id"] for r in rows]
-        weights = draw_weights(rows, template_balance, difficulty_balance)
+        weights = draw_weights(rows, template_balance, difficulty_balance, pass_rate_balance)
         while True:
             order = weighted_pass(ids, weights, rng.random())
             rng.shuffle(order)
@@ -167,7 +211,7 @@ def build_mix(
         ref_levels = {r["level"] for r in reference}
         share = Counter(r["level"] for r in pool if r["level"] in ref_levels)
     ref_it = by_level(share) if share else cycle(reference)
-    balanced = template_balance > 0 or difficulty_balance > 0
+    balanced = template_balance > 0 or difficulty_balance > 0 or pass_rate_balance > 0
     syn_it = (weighted(pool) if balanced else cycle(pool)) if pool else iter(())
     mix = []
     for step in range(steps):
