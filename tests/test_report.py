@@ -201,6 +201,23 @@ def test_monitor_decisions_are_rows(tracked_run):
                      "value": "30.500", "threshold": "38.123", "reason": "sample diversity fell below 70%"}]
 
 
+def test_single_draw_template_entropy_of_an_older_version_is_marked(tracked_run):
+    """A run resumed across the change that averaged the fixed-size template entropy over
+    draws holds both kinds; the older ones are marked, and only then is the note there."""
+    data = collect(tracked_run)
+    div = data["loop"][1]["diversity"]["3"]
+    div["probe_well_formed"] = {**div["probe_well_formed"], "template_entropy": 4.25, "vendi_ngram_sd": 0.1}
+    div["probe_well_formed"].pop("template_entropy_sd", None)
+    div["accepted_equal_n"] = {**div.get("accepted_equal_n", {}), "template_entropy": 3.5,
+                               "vendi_ngram_sd": 0.1, "template_entropy_sd": 0.02}
+    text = render(data)
+    rows = {(r["generation"], r["level"], r["set"]): r for r in Page(text).rows("table-diversity")}
+    assert rows[("2", "3", "probe_well_formed")]["template entropy"] == "4.250 *"
+    assert rows[("2", "3", "accepted_equal_n")]["template entropy"] == "3.500"
+    assert "not comparable with the means" in text
+    assert "not comparable with the means" not in render(collect(tracked_run))
+
+
 def test_partial_run_without_measurements(tracked_run, tmp_path):
     """A generation without metrics.json is skipped; a run with measure off has no diversity."""
     run_dir = json_copy(tracked_run, tmp_path / "partial")

@@ -145,6 +145,12 @@ def acceptance(d: dict) -> str:
     return figure(report_plots.acceptance(d)) + table("table-acceptance", head, rows)
 
 
+def single_draw(m: dict) -> bool:
+    """A fixed-size set measured before the template entropy was averaged over draws: its
+    n-gram Vendi is a mean (it has an sd), its template entropy one draw's (none)."""
+    return "vendi_ngram_sd" in m and "template_entropy" in m and "template_entropy_sd" not in m
+
+
 def diversity(d: dict) -> str:
     found = [(r["generation"], lv, s, r["diversity"][lv][s]) for r in d["loop"] if r.get("diversity")
              for lv in d["levels"] if lv in r["diversity"]
@@ -155,8 +161,18 @@ def diversity(d: dict) -> str:
         return note("No diversity measured (the measure step was off, or no generation finished yet).")
     cols = [(k, t) for k, t in DIVERSITY if any(k in m for *_, m in found)]
     head = ["generation", "level", "set", *[t for _, t in cols]]
-    rows = [[str(g), lv, s, *[num(m.get(k), 0 if k == "n" else 3) for k, _ in cols]] for g, lv, s, m in found]
+
+    def cell(m: dict, k: str) -> str:
+        text = num(m.get(k), 0 if k == "n" else 3)
+        return f"{text} *" if k == "template_entropy" and single_draw(m) else text
+
+    rows = [[str(g), lv, s, *[cell(m, k) for k, _ in cols]] for g, lv, s, m in found]
+    older = any(single_draw(m) for *_, m in found)
     return (figure(report_plots.diversity(d)) + table("table-diversity", head, rows)
+            + (note("* One draw's template entropy: recorded by a version that averaged only the "
+                    "n-gram Vendi over the fixed-size draws (this run was resumed across that change), "
+                    "so it is not comparable with the means in the other rows of its set; "
+                    "`selfloop ablate --report-only` recomputes it as a mean.") if older else "")
             + note("Per level: the model's samples, a fixed-size sample of their well-formed ones (legal "
                    "attempts), the answers accepted into the pool and a fixed-size sample of them "
                    "(accepted_equal_n: a Vendi score grows with the number of answers, which moves "
