@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selfloop.ablate_report import CONTROL, ENTROPY_KEYS, FLOOR_KEYS, first_flag
+from selfloop.ablate_report import CONTROL, ENTROPY_KEYS, FLOOR_KEYS, VENDI_KEYS, first_flag
 
 
 def _pct(x: float | None) -> str:
@@ -73,12 +73,7 @@ def table(results: dict) -> str:
     if "default" in c:
         x = c["default"]
         fell = ", ".join(f"{label} {x[key]['fell_below_gen1']} ({_num(x[key]['min_ratio_to_gen1'], 3)})"
-                         for key, label in (("vendi_samples", "samples Vendi"),
-                                            ("vendi_samples_wf", "well-formed samples Vendi"),
-                                            ("vendi_accepted", "accepted Vendi"),
-                                            ("vendi_accepted_equal_n", "accepted Vendi at equal size"),
-                                            ("vendi_probe", "probe Vendi"),
-                                            ("distinct_per_solved", "correct answers per solved problem")))
+                         for key, label in VENDI_KEYS.items())
         notes.append(f"- default arm ever flagged: {x['ever_flagged']}; fell below generation 1's "
                      f"(lowest / generation 1's): {fell}")
         ent = ", ".join(f"{label} {x[key]['fell_below_gen1']} ({_num(x[key]['min_ratio_to_gen1'], 3)})"

@@ -40,13 +40,19 @@ LAST_N = 5  # generations the steadier accuracy reading averages over
 ENTROPY_KEYS = {"entropy_samples_wf": "well-formed samples",
                 "entropy_accepted_equal_n": "accepted at equal size",
                 "entropy_probe": "probe"}
-# every arm's diversity floors (lowest of generations 2.. / generation 1), as columns of the
-# per-arm table: the fixed-size sets, so that arms compare whatever their accuracy and plan
-FLOOR_KEYS = {"vendi_samples_wf": "well-formed samples Vendi",
+# the default arm's other measures the checks compare with generation 1's, and their labels
+VENDI_KEYS = {"vendi_samples": "samples Vendi",
+              "vendi_samples_wf": "well-formed samples Vendi",
+              "vendi_accepted": "accepted Vendi",
               "vendi_accepted_equal_n": "accepted Vendi at equal size",
               "vendi_probe": "probe Vendi",
-              **{key: f"template entropy, {label}" for key, label in ENTROPY_KEYS.items()},
               "distinct_per_solved": "correct answers per solved problem"}
+# every arm's diversity floors (lowest of generations 2.. / generation 1), as columns of the
+# per-arm table: the fixed-size sets, so that arms compare whatever their accuracy and plan
+FLOOR_KEYS = {**{key: VENDI_KEYS[key]
+                 for key in ("vendi_samples_wf", "vendi_accepted_equal_n", "vendi_probe")},
+              **{key: f"template entropy, {label}" for key, label in ENTROPY_KEYS.items()},
+              "distinct_per_solved": VENDI_KEYS["distinct_per_solved"]}
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -295,13 +301,7 @@ def checks(arms: dict) -> dict:
     if default:
         flag = first_flag(default)
         out["default"] = {"ever_flagged": flag is not None, "first_flag": flag,
-                          "vendi_samples": _fell_below_first(default, "vendi_samples"),
-                          "vendi_samples_wf": _fell_below_first(default, "vendi_samples_wf"),
-                          "vendi_accepted": _fell_below_first(default, "vendi_accepted"),
-                          "vendi_accepted_equal_n": _fell_below_first(default, "vendi_accepted_equal_n"),
-                          "vendi_probe": _fell_below_first(default, "vendi_probe"),
-                          "distinct_per_solved": _fell_below_first(default, "distinct_per_solved"),
-                          **{key: _fell_below_first(default, key) for key in ENTROPY_KEYS}}
+                          **{key: _fell_below_first(default, key) for key in (*VENDI_KEYS, *ENTROPY_KEYS)}}
     out["floors"] = {name: floors(r, default) for name, r in rows.items() if name != CONTROL}
     if "collapse_monitor" in rows and default and len(default) > 1:
         cm, df = rows["collapse_monitor"][-1]["mean_accuracy"], default[-1]["mean_accuracy"]
