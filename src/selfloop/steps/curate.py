@@ -33,19 +33,23 @@ def template_pass_rates(verified: list[dict], ok: list[bool]) -> dict[tuple[int,
     """(level, answer template) -> the share of that template's samples that passed, shrunk
     towards the level's share by ``PASS_RATE_PRIOR`` pseudo-samples, over the level's share.
     A level where nothing passed has no entries."""
-    sampled: Counter[tuple[int, str]] = Counter()
-    good: Counter[tuple[int, str]] = Counter()
+    shape_n: Counter[tuple[int, str]] = Counter()
+    shape_good: Counter[tuple[int, str]] = Counter()
+    level_n: Counter[int] = Counter()
+    level_good: Counter[int] = Counter()
     for r, passes in zip(verified, ok, strict=True):
-        key = (r["level"], template(r["response"]))
-        sampled[key] += r.get("count", 1)
-        good[key] += r.get("count", 1) if passes else 0
-    level_rate = {}
-    for level in {lv for lv, _ in sampled}:
-        n = sum(c for (lv, _), c in sampled.items() if lv == level)
-        level_rate[level] = sum(c for (lv, _), c in good.items() if lv == level) / n
-    return {(level, shape): (good[(level, shape)] + PASS_RATE_PRIOR * level_rate[level])
-            / (n + PASS_RATE_PRIOR) / level_rate[level]
-            for (level, shape), n in sampled.items() if level_rate[level] > 0}
+        n, key = r.get("count", 1), (r["level"], template(r["response"]))
+        shape_n[key] += n
+        level_n[key[0]] += n
+        if passes:
+            shape_good[key] += n
+            level_good[key[0]] += n
+    rates = {}
+    for key, n in shape_n.items():
+        if level_good[key[0]]:
+            level_rate = level_good[key[0]] / level_n[key[0]]
+            rates[key] = (shape_good[key] + PASS_RATE_PRIOR * level_rate) / (n + PASS_RATE_PRIOR) / level_rate
+    return rates
 
 
 def curate(
