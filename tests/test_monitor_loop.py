@@ -7,7 +7,9 @@ import yaml
 
 from selfloop.config import load_params
 from selfloop.loop import run
+from selfloop.monitor_replay import actions, replay, replay_params
 from selfloop.records import file_sha256, read_json, read_jsonl
+from selfloop.workspace import Workspace
 from tests.conftest import TINY
 from tests.test_versioning import BIN, ROOT, dvc_repo, sh
 
@@ -38,3 +40,15 @@ def test_monitor_acts_and_stops(tmp_path):
     assert f"gen_{source:03d}/model" in deps
     assert "gen_001/monitor.json" in {d["path"] for d in lock["gen_002_plan"]["deps"]}
     assert "Data and pipelines are up to date" in sh(repo, str(BIN / "dvc"), "status")
+    # `selfloop monitor` over this real run: from its files alone it decides what the loop
+    # decided while it ran (a rollback, then the stop) ...
+    ws = Workspace(workdir)
+    rows = replay(ws, replay_params(ws, []))
+    assert [r.generation for r in rows] == [1, 2]
+    g2 = read_json(workdir / "gen_002" / "monitor.json")["decisions"]
+    assert [actions(r.replayed) for r in rows] == [actions(g1), actions(g2)]
+    assert "stop" in actions(rows[1].replayed)
+    assert all(r.recorded == r.replayed for r in rows)
+    # ... and at thresholds that never fire, it says the run would have gone another way
+    quiet = replay(ws, replay_params(ws, ["monitor.vendi_floor=0", "monitor.accuracy_drop=1"]))
+    assert not quiet[0].same_actions and "rollback" not in actions(quiet[0].replayed)
