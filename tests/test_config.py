@@ -72,3 +72,13 @@ def test_a_saved_run_without_a_later_key_reads_as_what_selfloop_did_before_it():
     assert json.dumps(saved) == kept  # the caller's dict is not changed
     assert saved_params(json.loads(json.dumps(to_dict(load_params(None, ["measure.probe_draws=7"]))))
                         ).measure.probe_draws == 7  # a key the run has is its own
+
+
+def test_pass_rate_balance_help_states_curates_constants():
+    # the help text repeats them as numbers (config must not import a step module): keep in step
+    from selfloop.steps.curate import MIN_RELATIVE_PASS_RATE, PASS_RATE_PRIOR
+
+    text = " ".join(next(f.metadata["help"] for f in dataclasses.fields(Params().train)
+                         if f.name == "pass_rate_balance").split())
+    assert f"by {PASS_RATE_PRIOR} pseudo-samples" in text
+    assert f"at least {MIN_RELATIVE_PASS_RATE:g} of it" in text
