@@ -69,6 +69,7 @@ def test_a_saved_run_without_a_later_key_reads_as_what_selfloop_did_before_it():
     params = saved_params(saved)
     assert params.measure.probe_draws == 5  # the mean of 5 draws before the key (today's default: 32)
     assert params.train.schedule == "constant" and params.train.ema == 0.0
+    assert params.train.template_balance == 0.0  # today's default: 0.25
     assert json.dumps(saved) == kept  # the caller's dict is not changed
     assert saved_params(json.loads(json.dumps(to_dict(load_params(None, ["measure.probe_draws=7"]))))
                         ).measure.probe_draws == 7  # a key the run has is its own

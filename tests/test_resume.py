@@ -63,7 +63,10 @@ def test_resume_with_other_parameters_is_refused(tmp_path, tiny_overrides, capsy
     workdir = tmp_path / "r"
     assert main(cli_args(tiny_overrides, workdir)) == 0
     assert main([*cli_args(tiny_overrides, workdir), "--resume", "--set", "train.lr=0.5"]) == 2
-    assert "parameters differ from the saved run: ['train.lr']" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    lr = json.loads((workdir / "params.json").read_text())["train"]["lr"]
+    assert (f"parameters differ from the saved run: ['train.lr']; train.lr: the run has {lr!r} "
+            f"(--set train.lr={lr} finishes it as it began)") in err
     assert main([*cli_args(tiny_overrides, workdir), "--resume"]) == 0  # nothing left to do
     assert Path(workdir / "gen_002" / "metrics.json").exists()
 

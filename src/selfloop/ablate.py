@@ -48,10 +48,13 @@ ARMS: dict[str, tuple[str, ...]] = {
     "replace": ("curate.accumulate=false",),
     # every answer passes unread; the monitor only records (its audit would stop it at once)
     "no_verifier": ("verify.verifier=none", "monitor.act=false"),
-    # synthetic examples drawn with answer-template balancing (train.template_balance)
+    # stronger answer-template balancing than the default's 0.25 (train.template_balance)
     "balance": ("train.template_balance=0.5",),
     # each generation trains from the one it sampled from, not from the base model
     "continue": ("train.start=previous",),
+    # the default until 32 samples and balance 0.25 replaced it: half the samples, no balancing
+    # (a little more accuracy; answers that narrow and stay narrower than generation 1's)
+    "lean": ("plan.samples=16", "train.template_balance=0"),
 }
 
 # What the shared generation 0 depends on: its data, its model, its evaluation.

@@ -103,9 +103,10 @@ class TrainConfig:
         "not compound; samples still come from the last generation, or the champion after a "
         "rollback) or 'previous' (the one it sampled from). The control arm follows the same rule.")
     template_balance: float = _f(
-        0.0, "Each pass over the synthetic pool repeats an example about (count of its answer template "
-        "in its level)^-this times, rescaled so level shares are kept (digits masked; 0: each once, "
-        "1: every template equally often).")
+        0.25, "Each pass over the synthetic pool repeats an example about (count of its answer "
+        "template in its level)^-this times, rescaled so level shares are kept (digits masked; 0: "
+        "each once, 1: every template equally often; 0.25 keeps the shapes the verifier passes least "
+        "often from thinning out of the mix).")
     difficulty_balance: float = _f(
         0.0, "Each pass over the synthetic pool repeats an example about (share of its problem's "
         "samples that passed)^-this times, rescaled so level shares are kept (0: each once, 1: "
@@ -136,8 +137,9 @@ class BootstrapConfig:
 @dataclass(frozen=True)
 class PlanConfig:
     problems: int = _f(6000, "New problems generated per iteration.")
-    samples: int = _f(16, "Samples per problem (16: more accuracy and wider answers than 8 on "
-                          "two seeds, for about twice the generation time; reports/EXPERIMENTS.md).")
+    samples: int = _f(32, "Samples per problem (32, with train.template_balance 0.25: answers that "
+                          "widen over generations instead of narrowing, on three seeds, for about "
+                          "twice the generation time of 16; reports/EXPERIMENTS.md).")
     temperature: float = _f(1.0, "Sampling temperature.")
     top_p: float = _f(1.0, "Nucleus sampling threshold.")
     band_low: float = _f(0.02, "A level is at the frontier when its pass@k is at least this ...")
@@ -381,7 +383,7 @@ ADDED_KEYS: dict[str, Any] = {"train.schedule": "constant", "train.ema": 0.0, "m
                               "train.start": "previous", "run.device": "cpu", "monitor.probe_floor": 0.0,
                               "measure.accepted_n": 0, "train.difficulty_balance": 0.0,
                               "train.reference_by_level": False, "monitor.kl_wait": False,
-                              "train.pass_rate_balance": 0.0}
+                              "train.pass_rate_balance": 0.0, "train.template_balance": 0.0}
 
 
 def with_added_keys(saved: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

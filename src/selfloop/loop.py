@@ -468,9 +468,14 @@ def check_resume(ws: Workspace, params: Params) -> None:
     diff = [f"{s}.{k}" for s, k in keys if k in saved.get(s, {}) and saved[s][k] != now[s][k]]
     reasons = []
     if diff:
-        earlier = [f"{k}: the run predates this key, so it ran with {filled[k]!r} "
-                   f"(--set {k}={filled[k]} finishes it as it began)" for k in diff if k in filled]
-        reasons.append(f"parameters differ from the saved run: {diff}" + "".join(f"; {e}" for e in earlier))
+        def finish_as_begun(key: str) -> str:  # a default that changed since is the common case
+            section, name = key.split(".")
+            was = saved[section][name]
+            why = (f"the run predates this key, so it ran with {was!r}" if key in filled
+                   else f"the run has {was!r}")
+            return f"{key}: {why} (--set {key}={was} finishes it as it began)"
+        reasons.append(f"parameters differ from the saved run: {diff}"
+                       + "".join(f"; {finish_as_begun(k)}" for k in diff))
     if missing:
         reasons.append(f"it was made by an earlier selfloop without {missing}; "
                        "finish it with that version, or start a new run")
