@@ -93,7 +93,8 @@ def test_arms_share_one_base_and_report(tmp_path, monkeypatch):
     assert again["ran"] == [] and again["skipped"] == ["collapse", "no_verifier"]
     with pytest.raises(ValueError, match=r"base was made with other \['bootstrap'\]"):
         ablate(None, [*SETS, "bootstrap.steps=31"], 2, ARMS_UNDER_TEST, workdir=work, out=out)
-    with pytest.raises(ValueError, match=r"arm collapse: .*\['train.steps'\]; train.steps: the run has 10 .*; remove"):
+    refused = r"arm collapse: .*\['train.steps'\]; train.steps: the run has 10 .*; remove"
+    with pytest.raises(ValueError, match=refused):
         ablate(None, [*SETS, "train.steps=11"], 2, ARMS_UNDER_TEST, workdir=work, out=out)
 
     # --report-only re-renders from the files as they are: no check, nothing run, the runs'
