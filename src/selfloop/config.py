@@ -105,8 +105,8 @@ class TrainConfig:
     template_balance: float = _f(
         0.25, "Each pass over the synthetic pool repeats an example about (count of its answer "
         "template in its level)^-this times, rescaled so level shares are kept (digits masked; 0: "
-        "each once, 1: every template equally often; 0.25 keeps the shapes the verifier passes least "
-        "often from thinning out of the mix).")
+        "each once, 1: every template equally often; 0.25, with plan.samples 32: a level's rarer "
+        "shapes are drawn somewhat more often, and the answers widen over generations).")
     difficulty_balance: float = _f(
         0.0, "Each pass over the synthetic pool repeats an example about (share of its problem's "
         "samples that passed)^-this times, rescaled so level shares are kept (0: each once, 1: "
