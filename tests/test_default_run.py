@@ -1,6 +1,6 @@
 """The default run (`make run`'s configuration) meets the core-loop acceptance criteria.
 
-Slow (about 12 minutes on 2 cores at 800 training steps and 16 samples per problem):
+Slow (about 11 minutes on 2 cores at 800 training steps and 32 samples per problem):
 `make test-slow`. Wall time is measured by `make run` and written in README, not asserted here."""
 
 import pytest
