@@ -7,6 +7,7 @@ from selfloop.config import CurateConfig
 from selfloop.steps.curate import (
     PASS_RATE_PRIOR,
     build_mix,
+    capped_steps,
     curate,
     draw_weights,
     mix_makeup,
@@ -249,3 +250,23 @@ def test_pass_rate_balance_changes_the_mix_only_when_on():
     assert plain["b"] * 8 == pytest.approx(a_plain, abs=16)  # each record once a pass
     # raw 4 against 8 x 0.5: drawn as often as all eight together (600 draws, offsets random)
     assert tilted["b"] == pytest.approx(a_tilted, rel=0.1)
+
+
+def test_capped_steps_caps_passes_over_a_small_pool():
+    # 64 x 0.2 -> 13 reference, 51 synthetic per batch
+    assert capped_steps(800, 64, 0.2, 1219, 0.0) == 800  # no cap
+    assert capped_steps(800, 64, 0.2, 1219, 8.0) == 192  # ceil(8 * 1219 / 51)
+    assert capped_steps(800, 64, 0.2, 5100, 8.0) == 800  # large pool: train.steps
+    assert capped_steps(800, 64, 0.2, 1, 0.01) == 1  # never 0 steps
+    assert capped_steps(800, 64, 0.2, 0, 8.0) == 800  # empty pool: all-reference batches
+    assert capped_steps(800, 64, 1.0, 1219, 8.0) == 800  # no synthetic share
+
+
+def test_capped_mix_passes_the_pool_at_most_max_epochs_times():
+    reference = [{"id": f"r{i}", "level": 3} for i in range(10)]
+    pool = [{"id": f"s{i}", "level": 3, "response": "1+2", "generation": 1} for i in range(100)]
+    steps = capped_steps(800, 64, 0.2, len(pool), 4.0)
+    mix = build_mix(reference, pool, steps, 64, 0.2, seed=0)
+    drawn = Counter(i for m in mix for i in m["synthetic"])
+    assert len(mix) == 8 and sum(drawn.values()) == 8 * 51
+    assert max(drawn.values()) <= 5 and set(drawn) == {r["id"] for r in pool}

@@ -81,6 +81,10 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = _f(800, "Optimizer steps per training call.")
+    max_epochs: float = _f(
+        0.0, "Most passes over the synthetic pool in one training call: while the pool is small, "
+        "a call takes ceil(this x pool size / synthetic examples per batch) steps instead of "
+        "train.steps (0: always train.steps). The control arm keeps train.steps.")
     batch_size: int = _f(64, "Examples per optimizer step.")
     lr: float = _f(1e-3, "Peak learning rate.")
     warmup_ratio: float = _f(0.0, "Fraction of steps spent warming up the learning rate.")
@@ -383,7 +387,8 @@ ADDED_KEYS: dict[str, Any] = {"train.schedule": "constant", "train.ema": 0.0, "m
                               "train.start": "previous", "run.device": "cpu", "monitor.probe_floor": 0.0,
                               "measure.accepted_n": 0, "train.difficulty_balance": 0.0,
                               "train.reference_by_level": False, "monitor.kl_wait": False,
-                              "train.pass_rate_balance": 0.0, "train.template_balance": 0.0}
+                              "train.pass_rate_balance": 0.0, "train.template_balance": 0.0,
+                              "train.max_epochs": 0.0}
 
 
 def with_added_keys(saved: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -407,6 +412,7 @@ def validate(p: Params) -> None:
     """Cross-field checks with messages a user can act on."""
     checks = [
         (0.0 <= p.train.reference_fraction <= 1.0, "train.reference_fraction must be in [0, 1]"),
+        (p.train.max_epochs >= 0, "train.max_epochs must be >= 0 (0: no cap)"),
         (p.domain.num_min >= 1, "domain.num_min must be >= 1"),
         (p.domain.num_min <= p.domain.num_max, "domain.num_min must be <= domain.num_max"),
         (1 <= p.domain.target_min <= p.domain.target_max,

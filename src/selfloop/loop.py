@@ -232,8 +232,9 @@ def step_curate(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     pool = cur.next_pool(pool, accepted, params.curate.accumulate)
     reference = read_jsonl(ws.reference)
     t = params.train
-    mix = cur.build_mix(reference, pool, t.steps, t.batch_size,
-                        policy.get("reference_fraction", t.reference_fraction), pl.generation_seed(params, g),
+    rf = policy.get("reference_fraction", t.reference_fraction)
+    steps = cur.capped_steps(t.steps, t.batch_size, rf, len(pool), t.max_epochs)
+    mix = cur.build_mix(reference, pool, steps, t.batch_size, rf, pl.generation_seed(params, g),
                         t.template_balance, t.difficulty_balance, t.reference_by_level,
                         t.pass_rate_balance)
     write_jsonl(d / "accepted.jsonl", accepted)
@@ -259,9 +260,9 @@ def step_train(params: Params, ws: Workspace, g: int, rep: Reporter, arm: str = 
     start = ws.start_generation(g, params.train.start, arm)
     model, tok = mdl.load(ws.model(start, arm), params.run.device)
     mix = read_jsonl(d / "mix.jsonl")
-    with rep.step(f"{arm} {g}: train", params.train.steps):
+    with rep.step(f"{arm} {g}: train", len(mix)):  # train.max_epochs may have cut the steps
         _train(params, model, tok, tr.mix_to_rows(mix, by_id, tok, _max_length(model)),
-               pl.generation_seed(params, g), rep)
+               len(mix), pl.generation_seed(params, g), rep)
     tr.save_checkpoint(model, tok, ws.model(g, arm), {"generation": g, "arm": arm, "trained_from": start})
     return {}
 
@@ -402,9 +403,9 @@ def iteration(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
 SCHEDULERS = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
 
 
-def _train(params: Params, model, tok, rows: list[dict], seed: int, rep: Reporter) -> None:
+def _train(params: Params, model, tok, rows: list[dict], steps: int, seed: int, rep: Reporter) -> None:
     t = params.train
-    tr.sft(model, tok, rows, steps=t.steps, batch_size=t.batch_size, lr=t.lr,
+    tr.sft(model, tok, rows, steps=steps, batch_size=t.batch_size, lr=t.lr,
            scheduler=SCHEDULERS[t.schedule], warmup_ratio=t.warmup_ratio,
            weight_decay=t.weight_decay, seed=seed, max_length=_max_length(model),
            progress=rep.advance, ema=t.ema)

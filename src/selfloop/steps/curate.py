@@ -162,6 +162,22 @@ def weighted_pass(ids: list[str], weights: list[float], offset: float) -> list[s
     return out
 
 
+def capped_steps(steps: int, batch_size: int, reference_fraction: float, pool_size: int,
+                 max_epochs: float) -> int:
+    """``steps``, or fewer so that the synthetic draws pass over a pool of ``pool_size`` at most
+    ``max_epochs`` times (rounded up to a whole step; 0: no cap). A batch with no synthetic
+    share (an empty pool, or ``reference_fraction`` 1) is never capped: it repeats no pool.
+
+    A generation trained from the base model on a small early pool sees each answer dozens
+    of times (800 steps x 51 draws over 1,200 answers: 34 passes), and its samples narrow
+    to that pool's shapes; a later, larger pool is seen a few times. The cap makes the early
+    calls as light as the later ones."""
+    n_syn = batch_size - round(reference_fraction * batch_size)
+    if max_epochs <= 0 or pool_size == 0 or n_syn == 0:
+        return steps
+    return min(steps, max(1, math.ceil(max_epochs * pool_size / n_syn)))
+
+
 def build_mix(
     reference: list[dict], pool: list[dict], steps: int, batch_size: int,
     reference_fraction: float, seed: int, template_balance: float = 0.0,
