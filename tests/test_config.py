@@ -83,3 +83,13 @@ def test_pass_rate_balance_help_states_curates_constants():
                          if f.name == "pass_rate_balance").split())
     assert f"by {PASS_RATE_PRIOR} pseudo-samples" in text
     assert f"at least {MIN_RELATIVE_PASS_RATE:g} of it" in text
+
+
+@pytest.mark.parametrize("value", [None, True, 0.0, 1e-05, 800, "base", "a b", {3: 1000, 4: 100}, [3, 4, 5]])
+def test_override_arg_reads_back_through_a_shell(value):
+    import shlex
+
+    from selfloop.config import override_arg, parse_override
+
+    (text,) = shlex.split(override_arg("model.path", value))
+    assert parse_override(text) == (["model", "path"], value)

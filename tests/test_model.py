@@ -96,7 +96,8 @@ def test_train_schedule_sets_the_learning_rate_over_a_call(monkeypatch):
         params = load_params(None, [f"train.schedule={schedule}", f"train.steps={steps}",
                                     "train.batch_size=2", "train.lr=0.01", "model.n_positions=16"])
         lrs.clear()
-        loop._train(params, mdl.build_gpt2(tok, 1, 16, 2, 16, seed=0), tok, rows, 0, loop.NullReporter())
+        model = mdl.build_gpt2(tok, 1, 16, 2, 16, seed=0)
+        loop._train(params, model, tok, rows, steps, 0, loop.NullReporter())
         got[schedule] = list(lrs)
     assert got["constant"] == [pytest.approx(0.01)] * steps
     for schedule in ("cosine", "linear"):
@@ -140,7 +141,7 @@ def test_train_ema_saves_the_moving_average_of_the_steps_weights(monkeypatch):
                                     "train.lr=0.01", "model.n_positions=16"])
         seen.clear()
         model = mdl.build_gpt2(tok, 1, 16, 2, 16, seed=0)
-        loop._train(params, model, tok, rows, 0, loop.NullReporter())
+        loop._train(params, model, tok, rows, steps, 0, loop.NullReporter())
         ended[ema] = {k: v.detach().clone() for k, v in model.named_parameters()}
         assert len(seen) == steps
         if ema == 0.0:

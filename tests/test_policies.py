@@ -138,3 +138,28 @@ def test_train_start_names_the_checkpoint_training_starts_from(tmp_path, start):
 def test_train_start_values_are_checked():
     with pytest.raises(ConfigError, match=r"train\.start must be one of 'base', 'previous'"):
         load_params(Path("params.yaml"), ["train.start=last"])
+
+
+def test_max_epochs_cuts_the_loops_steps_not_the_controls(tmp_path):
+    """With ``train.max_epochs`` the loop's mix (and so its training call) has only the steps
+    that pass over the pool that many times; the control arm keeps ``train.steps``."""
+    from selfloop import loop
+    from selfloop.records import read_jsonl
+    from selfloop.steps.curate import capped_steps
+    from selfloop.workspace import Workspace
+    from tests.conftest import TINY
+
+    params = load_params(Path("params.yaml"), [*TINY, f"run.workdir={tmp_path / 'r'}", "train.steps=40",
+                                               "train.max_epochs=1", "track.dvc=false",
+                                               "train.template_balance=0",  # each once a pass
+                                               "verify.verifier=none"])  # a pool, whatever it samples
+    loop.run(params)
+    ws = Workspace(tmp_path / "r")
+    pool = read_jsonl(ws.gen(1) / "pool.jsonl")
+    mix = read_jsonl(ws.gen(1) / "mix.jsonl")
+    assert 0 < len(pool) < 40 * 13  # else the cap would not bind
+    assert len(mix) == capped_steps(40, 16, 0.2, len(pool), 1.0) < 40
+    drawn = [i for m in mix for i in m["synthetic"]]
+    assert len(set(drawn)) == len(pool) and len(drawn) < len(pool) + 13  # each once, one batch over
+    assert len(read_jsonl(ws.gen(1, "control") / "mix.jsonl")) == 40
+    assert (ws.model(1) / "COMPLETE").exists()

@@ -7,6 +7,7 @@ so a typo in params.yaml never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import types
 import typing
 from dataclasses import dataclass, field
@@ -326,6 +327,15 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         else:
             kwargs[name] = _coerce(value, tp, f"{where}.{name}")
     return cls(**kwargs)
+
+
+def override_arg(key: str, value: Any) -> str:
+    """The ``section.key=value`` that ``parse_override`` reads back as ``value``, quoted for a
+    shell where it must be (a None is ``null``, not Python's ``None``, which reads as a
+    string)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip()
+    text = text.removesuffix("...").strip()  # the document end marker after a bare scalar
+    return shlex.quote(f"{key}={text}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from selfloop import model as mdl
 from selfloop import validate as gate
-from selfloop.config import ConfigError, Params, to_dict, with_added_keys
+from selfloop.config import ConfigError, Params, override_arg, to_dict, with_added_keys
 from selfloop.domains import Domain, get_domain
 from selfloop.generation import HFGenerator
 from selfloop.lock import exclusive
@@ -474,7 +474,7 @@ def check_resume(ws: Workspace, params: Params) -> None:
             was = saved[section][name]
             why = (f"the run predates this key, so it ran with {was!r}" if key in filled
                    else f"the run has {was!r}")
-            return f"{key}: {why} (--set {key}={was} finishes it as it began)"
+            return f"{key}: {why} (--set {override_arg(key, was)} finishes it as it began)"
         reasons.append(f"parameters differ from the saved run: {diff}"
                        + "".join(f"; {finish_as_begun(k)}" for k in diff))
     if missing:
