@@ -40,10 +40,13 @@ COMMON = ("track.dvc=false", "track.mlflow=false", "run.control=false", "run.thr
 ARMS: dict[str, tuple[str, ...]] = {
     # params.yaml as it is, with the loop's control arm (reference data only) beside it
     "default": ("run.control=true",),
-    # no reference data in the mix, one greedy answer per problem; the monitor only records
-    "collapse": ("train.reference_fraction=0", "curate.selection=greedy", "monitor.act=false"),
+    # no reference data in the mix, one greedy answer per problem, every call train.steps long
+    # however small the pool (the cap on passes is a guard too); the monitor only records
+    "collapse": ("train.reference_fraction=0", "curate.selection=greedy", "train.max_epochs=0",
+                 "monitor.act=false"),
     # the same, with the monitor's interventions on
-    "collapse_monitor": ("train.reference_fraction=0", "curate.selection=greedy", "monitor.act=true"),
+    "collapse_monitor": ("train.reference_fraction=0", "curate.selection=greedy", "train.max_epochs=0",
+                         "monitor.act=true"),
     # the pool holds only the last generation's accepted answers
     "replace": ("curate.accumulate=false",),
     # every answer passes unread; the monitor only records (its audit would stop it at once)
@@ -52,9 +55,9 @@ ARMS: dict[str, tuple[str, ...]] = {
     "balance": ("train.template_balance=0.5",),
     # each generation trains from the one it sampled from, not from the base model
     "continue": ("train.start=previous",),
-    # the default until 32 samples and balance 0.25 replaced it: half the samples, no balancing
-    # (a little more accuracy; answers that narrow and stay narrower than generation 1's)
-    "lean": ("plan.samples=16", "train.template_balance=0"),
+    # the default until the cap on passes over the pool: every call train.steps long, so a
+    # generation-1 pool is seen about 30 times (answers that dip below generation 1's first)
+    "uncapped": ("train.max_epochs=0",),
 }
 
 # What the shared generation 0 depends on: its data, its model, its evaluation.

@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="continue a stopped run in the workdir (same parameters); completed steps are kept")
     r.set_defaults(func=cmd_run)
     ab = sub.add_parser("ablate", help="ablation arms (default, collapse, collapse_monitor, replace, "
-                        "no_verifier, balance, continue, lean) from one base checkpoint, with a report")
+                        "no_verifier, balance, continue, uncapped) from one base checkpoint, with a report")
     ab.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     ab.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override one parameter for the base and every arm (repeatable)")

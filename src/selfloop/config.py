@@ -83,9 +83,11 @@ class ModelConfig:
 class TrainConfig:
     steps: int = _f(800, "Optimizer steps per training call.")
     max_epochs: float = _f(
-        0.0, "Most passes over the synthetic pool in one training call: while the pool is small, "
+        8.0, "Most passes over the synthetic pool in one training call: while the pool is small, "
         "a call takes ceil(this x pool size / synthetic examples per batch) steps instead of "
-        "train.steps (0: always train.steps). The control arm keeps train.steps.")
+        "train.steps (0: always train.steps; 8, with the default pool sizes, cuts generations 1-3 "
+        "and keeps the answers from narrowing below generation 1's; reports/EXPERIMENTS.md). "
+        "The control arm keeps train.steps.")
     batch_size: int = _f(64, "Examples per optimizer step.")
     lr: float = _f(1e-3, "Peak learning rate.")
     warmup_ratio: float = _f(0.0, "Fraction of steps spent warming up the learning rate.")
