@@ -29,7 +29,8 @@ class RunConfig:
     iterations: int = _f(5, "Self-improvement iterations after the base model.")
     seed: int = _f(0, "Root seed; every step derives its own seed from it.")
     threads: int = _f(
-        1, "Torch threads per process; the loop and the control arm run side by side, one core each."
+        1, "Threads per process, for torch and for numpy's BLAS; the loop and the control arm run "
+        "side by side, one core each."
     )
     control: bool = _f(True, "Also run the control arm (same training budget, reference data only).")
     gates: bool = _f(
