@@ -28,6 +28,10 @@ class RunConfig:
     workdir: str = _f("runs/default", "Directory holding every file the loop writes.")
     iterations: int = _f(5, "Self-improvement iterations after the base model.")
     seed: int = _f(0, "Root seed; every step derives its own seed from it.")
+    replicate: int = _f(
+        0, "Replicate number: shifts the seeds of generations 1 and on (sampling, training mixes, "
+        "evaluation), not the base model's, so runs from one base differ by chance alone (0: the run's own)."
+    )
     threads: int = _f(
         1, "Threads per process, for torch and for numpy's BLAS; the loop and the control arm run "
         "side by side, one core each."
@@ -401,7 +405,7 @@ ADDED_KEYS: dict[str, Any] = {"train.schedule": "constant", "train.ema": 0.0, "m
                               "measure.accepted_n": 0, "train.difficulty_balance": 0.0,
                               "train.reference_by_level": False, "monitor.kl_wait": False,
                               "train.pass_rate_balance": 0.0, "train.template_balance": 0.0,
-                              "train.max_epochs": 0.0}
+                              "train.max_epochs": 0.0, "run.replicate": 0}
 
 
 def with_added_keys(saved: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -426,6 +430,7 @@ def validate(p: Params) -> None:
     checks = [
         (0.0 <= p.train.reference_fraction <= 1.0, "train.reference_fraction must be in [0, 1]"),
         (p.train.max_epochs >= 0, "train.max_epochs must be >= 0 (0: no cap)"),
+        (p.run.replicate >= 0, "run.replicate must be >= 0"),
         (p.domain.num_min >= 1, "domain.num_min must be >= 1"),
         (p.domain.num_min <= p.domain.num_max, "domain.num_min must be <= domain.num_max"),
         (1 <= p.domain.target_min <= p.domain.target_max,

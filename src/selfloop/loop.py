@@ -153,7 +153,7 @@ def bootstrap(params: Params, ws: Workspace, rep: Reporter) -> None:
 
 def eval_seed(params: Params, g: int) -> int:
     """The sampling seed of generation ``g``'s held-out evaluation (both arms)."""
-    return params.run.seed + 17 * g
+    return params.run.seed + 17 * g + pl.replicate_offset(params, g)
 
 
 def evaluate(params: Params, ws: Workspace, g: int, arm: str, rep: Reporter) -> dict:

@@ -80,6 +80,12 @@ _EVAL = ["evaluate", "domain", "generate", "verify", *_RUN]
 REF, HELD = "data/reference.jsonl", "data/heldout.jsonl"
 
 
+def _replicated(params: list[str], step: str) -> list[str]:
+    """A generation's step parameters plus ``run.replicate``, which shifts every seed of
+    generations 1 and on (verify draws nothing at random)."""
+    return params if step == "verify" else [*params, "run.replicate"]
+
+
 def base_stages(model_path: str = "") -> dict[str, dict]:
     """The starting checkpoint, reference and held-out data, the base model and its evaluation."""
     return {
@@ -134,7 +140,8 @@ def generation_stages(g: int, source: int | None = None, start: int | None = Non
                     + ["gen_000/eval.json", "gen_000/eval_samples.jsonl"],
                     ["monitor", "measure.probe_n", "measure.probe_draws", "run.seed"], [f"{d}/monitor.json"]),
     }
-    return {f"{d}_{step}": _stage(f"selfloop stage {step} {g}", *spec) for step, spec in specs.items()}
+    return {f"{d}_{step}": _stage(f"selfloop stage {step} {g}", deps, _replicated(ps, step), outs)
+            for step, (deps, ps, outs) in specs.items()}
 
 
 def control_stages(g: int, start: int | None = None) -> dict[str, dict]:
@@ -147,8 +154,9 @@ def control_stages(g: int, start: int | None = None) -> dict[str, dict]:
                   ["train", *_RUN], [f"{d}/model"]),
         "evaluate": ([f"{d}/model", HELD], _EVAL, [f"{d}/eval.json", f"{d}/eval_samples.jsonl"]),
     }
-    return {f"control_{g:03d}_{step}": _stage(f"selfloop stage {step} {g} --arm control", *spec)
-            for step, spec in specs.items()}
+    return {f"control_{g:03d}_{step}": _stage(f"selfloop stage {step} {g} --arm control", deps,
+                                              _replicated(ps, step), outs)
+            for step, (deps, ps, outs) in specs.items()}
 
 
 def history_stage(last: int) -> dict[str, dict]:

@@ -27,9 +27,18 @@ def _apportion(n: int, shares: dict[int, float]) -> dict[int, int]:
     return counts
 
 
+REPLICATE_STRIDE = 7_919  # a prime: replicate r of generation g never reuses another's seed
+
+
+def replicate_offset(params: Params, generation: int) -> int:
+    """What ``run.replicate`` adds to generation ``generation``'s seeds: nothing at generation 0,
+    which the base model and its evaluation share with every replicate."""
+    return REPLICATE_STRIDE * params.run.replicate if generation > 0 else 0
+
+
 def generation_seed(params: Params, generation: int) -> int:
     """The seed of one generation's sampling and training mix (both arms)."""
-    return params.run.seed * 1_000_003 + 101 * generation
+    return params.run.seed * 1_000_003 + 101 * generation + replicate_offset(params, generation)
 
 
 def make_plan(params: Params, generation: int, last_eval: dict) -> dict:
