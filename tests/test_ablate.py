@@ -560,3 +560,14 @@ def test_template_entropy_is_recomputed_as_the_measure_step_records_it(tmp_path)
     # a generation evaluated without keeping its samples has no probe
     (ws.gen(3) / "eval_samples.jsonl").unlink()
     assert all("probe_well_formed" not in v for v in entropy_levels(ws, 3, *legal_for(tmp_path)).values())
+
+
+def test_a_finished_arm_asked_for_more_iterations_is_not_complete(tmp_path):
+    from selfloop.ablate import complete
+
+    assert not complete(tmp_path)
+    write_json(tmp_path / "results.json", {"loop": [{}, {}], "stopped": ""})
+    assert complete(tmp_path) and complete(tmp_path, 2) and complete(tmp_path, 1)
+    assert not complete(tmp_path, 3)  # resumed to add the third
+    write_json(tmp_path / "results.json", {"loop": [{}], "stopped": "monitor: audit_accepted"})
+    assert complete(tmp_path, 10)  # it stopped early: more iterations would stop there again

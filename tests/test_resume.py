@@ -121,3 +121,27 @@ def test_fresh_replaces_a_finished_run_in_place(tmp_path, tiny_overrides):
     assert main([*cli_args(tiny_overrides, workdir), "--fresh"]) == 0
     assert not (workdir / "stray.txt").exists() and (workdir / "gen_002" / "metrics.json").exists()
     assert main([*cli_args(tiny_overrides, workdir), "--fresh", "--resume"]) == 2
+
+
+def test_a_finished_run_resumed_with_more_iterations_adds_them_as_a_longer_run_would(tmp_path, tiny_overrides,
+                                                                                     capsys):
+    """Extending: generation 2 added to a finished one-generation run is the clean two-generation
+    run's; the control arm is extended too. Fewer iterations than the run has are refused."""
+    short, clean = tmp_path / "short", tmp_path / "clean"
+    one = [a if a != "2" else "1" for a in cli_args(tiny_overrides, short)]
+    assert one[one.index("--iterations") + 1] == "1"
+    with_control = [a for a in one if a != "--no-control"]
+    assert main(with_control) == 0
+    assert len(json.loads((short / "results.json").read_text())["loop"]) == 1
+    two = [a for a in cli_args(tiny_overrides, short) if a != "--no-control"]
+    assert main([*two, "--resume"]) == 0
+    assert main([a for a in cli_args(tiny_overrides, clean) if a != "--no-control"]) == 0
+    for rel in [*SAME, "control/gen_002/model/model.safetensors", "control/gen_002/eval.json"]:
+        assert file_sha256(short / rel) == file_sha256(clean / rel), rel
+    results = json.loads((short / "results.json").read_text())
+    assert len(results["loop"]) == len(results["control"]) == 2
+    assert json.loads((short / "params.json").read_text())["run"]["iterations"] == 2
+    capsys.readouterr()
+    assert main([*with_control, "--resume"]) == 2
+    refused = "run.iterations: the run has 2 (--set run.iterations=2 finishes it as it began)"
+    assert refused in capsys.readouterr().err

@@ -141,9 +141,17 @@ def check_base(base: Params) -> None:
                          "it) or pass another --workdir")
 
 
-def complete(workdir: Path) -> bool:
-    """A run is complete when its results.json exists (written last, also after an early stop)."""
-    return (workdir / "results.json").exists()
+def complete(workdir: Path, iterations: int | None = None) -> bool:
+    """A run is complete when its results.json exists (written last, also after an early stop)
+    and, given ``iterations``, it has that many generations or stopped early (a finished arm
+    asked for more iterations is resumed to add them)."""
+    path = workdir / "results.json"
+    if not path.exists():
+        return False
+    if iterations is None:
+        return True
+    results = read_json(path)
+    return bool(results.get("stopped")) or len(results.get("loop", [])) >= iterations
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -270,7 +278,7 @@ def ablate(params_path: str | Path | None = "params.yaml", sets: Sequence[str] =
     else:
         log(f"base: data, base model and its evaluation in {base_ws.root}")
         loop.run(base, ArmReporter("base", list(base.domain.levels)), resume=True)
-    skipped = [a.name for a in todo if complete(a.workdir)]
+    skipped = [a.name for a in todo if complete(a.workdir, iterations)]
     pending = [a for a in todo if a.name not in skipped]
     for name in skipped:
         log(f"{name}: complete in {workdir / name}, not run again")

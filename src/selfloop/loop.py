@@ -471,6 +471,10 @@ def check_resume(ws: Workspace, params: Params) -> None:
         return
     saved, filled = with_added_keys(read_json(saved_path))
     now = json.loads(json.dumps(to_dict(params)))
+    # More iterations only add generations (none of a generation's steps reads the count), so
+    # a run, finished or not, may be resumed with a larger run.iterations; never a smaller one.
+    if now["run"]["iterations"] > saved.get("run", {}).get("iterations", now["run"]["iterations"]):
+        saved["run"]["iterations"] = now["run"]["iterations"]
     # Tracking settings change where the run is recorded, not what it computes.
     keys = [(s, k) for s in now if s != "track" for k in now[s]]
     missing = [f"{s}.{k}" for s, k in keys if k not in saved.get(s, {})]
