@@ -101,10 +101,13 @@ def test_arms_share_one_base_and_report(tmp_path, monkeypatch):
     # command kept and its own added; an arm without a run is left out
     table_before = (out / "table.md").read_text()
     (out / "table.md").unlink()
+    threads = []
+    monkeypatch.setattr("selfloop.loop.set_threads", threads.append)
     again = ablate(None, [*SETS, "train.steps=11"], 2, {**ARMS_UNDER_TEST, "replace": ARMS["replace"]},
                    workdir=work, out=out, command="selfloop ablate --report-only", log=lambda _: None,
                    report_only=True)
     assert again["ran"] == [] and set(again["results"]["arms"]) == {"collapse", "no_verifier"}
+    assert threads == [1]  # run.threads reaches the report's own process
     assert again["reported"] == again["skipped"] == ["collapse", "no_verifier"]
     assert again["results"]["command"] == "selfloop ablate --test"
     assert again["results"]["report_command"] == "selfloop ablate --report-only"

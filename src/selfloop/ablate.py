@@ -262,6 +262,8 @@ def ablate(params_path: str | Path | None = "params.yaml", sets: Sequence[str] =
     chosen = dict(ARMS if arms is None else arms)
     base = base_params(params_path, sets, workdir)
     todo = make_arms(params_path, sets, iterations, workdir, chosen)
+    # the report's numpy work, here and in --report-only, beside arms that use a core each
+    loop.set_threads(base.run.threads)
     if report_only:
         return _report_only(Path(base.run.workdir), todo, Path(out), command, log)
     check_base(base)
