@@ -12,6 +12,14 @@ mean ratio plus two standard errors is still under 1.
         runs/rep/results.json:r1 runs/rep/results.json:r2
 
 Each argument is ``RESULTS_JSON:ARM`` (an ablation report's ``results.json`` and an arm in it).
+It also prints each replicate's held-out accuracy (the last generation's, and the mean over the
+last five, the report's steadier reading) with their mean and its standard error. With
+``--versus RESULTS_JSON:ARM ...`` (replicates of another arm, e.g. the default) it prints the
+ratio of the two means and that ratio's standard error (first order: the two relative errors
+added in quadrature), the way to read "arm A within 10% of arm B" against chance:
+
+    .venv/bin/python scripts/replicate_spread.py runs/a/results.json:collapse_monitor \\
+        runs/a/results.json:cm1 --versus runs/a/results.json:default runs/a/results.json:r1
 """
 
 from __future__ import annotations
@@ -66,14 +74,64 @@ def load(spec: str) -> dict[str, dict[int, float]]:
     if arm not in arms:
         raise ValueError(f"{path} has no arm {arm!r} (it has {sorted(arms)})")
     rows = arms[arm]["generations"]
-    return {m: {r["generation"]: r[m] for r in rows if r.get(m) is not None} for m in MEASURES}
+    return {m: {r["generation"]: r[m] for r in rows if r.get(m) is not None}
+            for m in (*MEASURES, "mean_accuracy")}
+
+
+LAST_N = 5  # the ablation report's steadier accuracy reading: the mean of the last 5 generations
+
+
+def accuracy(replicates: list[dict[int, float]]) -> dict[str, dict]:
+    """Held-out mean accuracy over replicates (each: generation -> accuracy, generation 0 the
+    base model): the last generation's and the mean over the last ``LAST_N`` generations after
+    the base, per replicate, with their mean and standard error. Replicates must reach the
+    same last generation, or the readings would not be of the same thing."""
+    if len(replicates) < 2:
+        raise ValueError("need at least two replicates to measure a spread")
+    lasts = {max(r) for r in replicates if r}
+    if len(lasts) != 1 or not all(r for r in replicates):
+        raise ValueError(f"replicates end at different generations ({sorted(lasts)}); compare equal lengths")
+    last = lasts.pop()
+    out = {}
+    for name, pick in (("final", lambda r: r[last]),
+                       ("last_n", lambda r: statistics.fmean(
+                           [r[g] for g in sorted(r) if g >= 1][-LAST_N:]))):
+        values = [pick(r) for r in replicates]
+        mean, sd = _mean_sd(values)
+        out[name] = {"values": values, "mean": mean, "se": sd / math.sqrt(len(values))}
+    out["generation"] = last
+    return out
+
+
+def ratio(a: dict, b: dict) -> tuple[float, float]:
+    """Ratio of two means (``{"mean", "se"}``) and its first-order standard error."""
+    r = a["mean"] / b["mean"]
+    return r, abs(r) * math.hypot(a["se"] / a["mean"], b["se"] / b["mean"])
+
+
+def _print_accuracy(label: str, got: dict) -> None:
+    for name, what in (("final", f"generation {got['generation']}"),
+                       ("last_n", f"last {LAST_N} generations")):
+        row = got[name]
+        each = ", ".join(f"{100 * x:.2f}" for x in row["values"])
+        print(f"{label} accuracy, {what}: {each}%; mean {100 * row['mean']:.2f} +- {100 * row['se']:.2f}%")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("replicates", nargs="+", help="RESULTS_JSON:ARM, one per replicate (at least two)")
+    ap.add_argument("--versus", nargs="+", default=[], metavar="RESULTS_JSON:ARM",
+                    help="replicates of another arm: print the ratio of the accuracy means")
     args = ap.parse_args(argv)
     loaded = [load(s) for s in args.replicates]
+    acc = accuracy([d["mean_accuracy"] for d in loaded])
+    _print_accuracy("replicates'", acc)
+    if args.versus:
+        other = accuracy([load(s)["mean_accuracy"] for s in args.versus])
+        _print_accuracy("--versus", other)
+        for name in ("final", "last_n"):
+            r, se = ratio(acc[name], other[name])
+            print(f"ratio of means, {name.replace('_n', f' {LAST_N}')}: {r:.3f} +- {se:.3f}")
     for key, name in MEASURES.items():
         series = [d[key] for d in loaded]
         if any(1 not in s for s in series):

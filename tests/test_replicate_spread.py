@@ -43,3 +43,37 @@ def test_bad_input_is_refused(tmp_path):
         SCRIPT["load"](f"{path}:r1")
     with pytest.raises(ValueError, match="RESULTS_JSON:ARM"):
         SCRIPT["load"]("results.json")
+
+
+def test_accuracy_over_replicates_final_and_last_five():
+    a = {g: 0.05 + 0.01 * g for g in range(11)}  # 0.15 at 10; generations 6-10 average 0.13
+    b = {g: 0.04 + 0.01 * g for g in range(11)}  # 0.14 at 10; 0.12
+    got = SCRIPT["accuracy"]([a, b])
+    assert got["generation"] == 10
+    assert got["final"]["values"] == pytest.approx([0.15, 0.14])
+    assert got["final"]["mean"] == pytest.approx(0.145)
+    assert got["final"]["se"] == pytest.approx(0.005)  # sd 0.00707 / sqrt 2
+    assert got["last_n"]["values"] == pytest.approx([0.13, 0.12])
+    with pytest.raises(ValueError, match="different generations"):
+        SCRIPT["accuracy"]([a, {g: 0.1 for g in range(4)}])
+
+
+def test_ratio_of_means_and_its_standard_error():
+    r, se = SCRIPT["ratio"]({"mean": 0.15, "se": 0.003}, {"mean": 0.12, "se": 0.004})
+    assert r == pytest.approx(1.25)
+    assert se == pytest.approx(1.25 * math.sqrt((0.003 / 0.15) ** 2 + (0.004 / 0.12) ** 2))
+
+
+def test_versus_prints_the_accuracy_ratio(tmp_path, capsys):
+    def arm(final):
+        gens = [{"generation": g, "mean_accuracy": 0.1, "vendi_probe": 30.0} for g in range(10)]
+        return {"generations": [*gens, {"generation": 10, "mean_accuracy": final, "vendi_probe": 31.0}]}
+
+    path = tmp_path / "results.json"
+    arms = {"a1": arm(0.15), "a2": arm(0.13), "d1": arm(0.10), "d2": arm(0.10)}
+    path.write_text(json.dumps({"arms": arms}))
+    assert SCRIPT["main"]([f"{path}:a1", f"{path}:a2", "--versus", f"{path}:d1", f"{path}:d2"]) == 0
+    out = capsys.readouterr().out
+    assert "replicates' accuracy, generation 10: 15.00, 13.00%; mean 14.00 +- 1.00%" in out
+    assert "ratio of means, final: 1.400 +- 0.100" in out  # the default's replicates agree: SE 0
+    assert "ratio of means, last 5: 1.080 +- 0.020" in out  # (0.11, 0.106) / 0.1
