@@ -124,8 +124,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="replicates of another arm: print the ratio of the accuracy means")
     args = ap.parse_args(argv)
     loaded = [load(s) for s in args.replicates]
-    acc = accuracy([d["mean_accuracy"] for d in loaded])
-    _print_accuracy("replicates'", acc)
+    try:
+        acc = accuracy([d["mean_accuracy"] for d in loaded])
+    except ValueError as err:
+        if args.versus:
+            ap.error(f"--versus: {err}")
+        # the diversity spread below needs only the generations the replicates share
+        print(f"accuracy: not compared: {err}")
+    else:
+        _print_accuracy("replicates'", acc)
     if args.versus:
         other = accuracy([load(s)["mean_accuracy"] for s in args.versus])
         _print_accuracy("--versus", other)

@@ -77,3 +77,19 @@ def test_versus_prints_the_accuracy_ratio(tmp_path, capsys):
     assert "replicates' accuracy, generation 10: 15.00, 13.00%; mean 14.00 +- 1.00%" in out
     assert "ratio of means, final: 1.400 +- 0.100" in out  # the default's replicates agree: SE 0
     assert "ratio of means, last 5: 1.080 +- 0.020" in out  # (0.11, 0.106) / 0.1
+
+
+def test_replicates_of_unequal_length_still_get_their_diversity_spread(tmp_path, capsys):
+    def arm(last):
+        return {"generations": [{"generation": g, "mean_accuracy": 0.1, "vendi_probe": 30.0 + g}
+                                for g in range(last + 1)]}
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"arms": {"long": arm(10), "short": arm(3)}}))
+    assert SCRIPT["main"]([f"{path}:long", f"{path}:short"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy: not compared: replicates end at different generations ([3, 10])" in out
+    assert "gen  3 / gen 1: 1.065, 1.065; mean 1.065 +- 0.000" in out
+    assert "gen  4" not in out
+    with pytest.raises(SystemExit):
+        SCRIPT["main"]([f"{path}:long", f"{path}:short", "--versus", f"{path}:long", f"{path}:long"])
