@@ -25,10 +25,10 @@ added in quadrature), the way to read "arm A within 10% of arm B" against chance
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
-from pathlib import Path
+
+from selfloop.ablate_report import read_arm
 
 MEASURES = {  # results.json key per generation -> what it is
     "vendi_samples_wf": "n-gram Vendi, well-formed samples",
@@ -67,13 +67,7 @@ def spread(replicates: list[dict[int, float]]) -> dict:
 
 def load(spec: str) -> dict[str, dict[int, float]]:
     """``RESULTS_JSON:ARM`` -> measure -> generation -> value (generations without it left out)."""
-    path, _, arm = spec.rpartition(":")
-    if not path:
-        raise ValueError(f"{spec!r}: expected RESULTS_JSON:ARM")
-    arms = json.loads(Path(path).read_text())["arms"]
-    if arm not in arms:
-        raise ValueError(f"{path} has no arm {arm!r} (it has {sorted(arms)})")
-    rows = arms[arm]["generations"]
+    rows = read_arm(spec)
     return {m: {r["generation"]: r[m] for r in rows if r.get(m) is not None}
             for m in (*MEASURES, "mean_accuracy")}
 

@@ -234,6 +234,18 @@ def collect(base: Path, arms: dict[str, Path], overrides: dict[str, list[str]], 
 # ------------------------------------------------------------------ done-when numbers
 
 
+def read_arm(spec: str) -> list[dict]:
+    """``RESULTS_JSON:ARM`` (a report's results.json and an arm in it) -> that arm's
+    per-generation rows, generation 0 first; for scripts that read several reports."""
+    path, _, arm = spec.rpartition(":")
+    if not path:
+        raise ValueError(f"{spec!r}: expected RESULTS_JSON:ARM")
+    arms = read_json(Path(path))["arms"]
+    if arm not in arms:
+        raise ValueError(f"{path} has no arm {arm!r} (it has {sorted(arms)})")
+    return sorted(arms[arm]["generations"], key=lambda r: r["generation"])
+
+
 def first_flag(rows: list[dict]) -> dict | None:
     """The first generation with any monitor decision but a ``wait``, and those decisions."""
     for r in rows[1:]:
