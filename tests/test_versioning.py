@@ -98,6 +98,32 @@ def test_run_is_recorded_and_status_clean(recorded_run):
     assert [r["generation"] for r in history] == [0, 1, 2] and "history" in lock
 
 
+def test_plots_cover_the_diversity_metrics(recorded_run):
+    """Every column a declared plot draws is in history.json, and the rows carry the measure
+    step's means over levels (template entropy and KL, the samples' log-probability) and the
+    training mix's reference share; the embedding metrics are None here, since TINY turns the
+    embedding model off (and the accepted set's, since its model solves nothing)."""
+    _, workdir = recorded_run
+    history = json.loads((workdir / "history.json").read_text())
+    declared = yaml.safe_load((workdir / "dvc.yaml").read_text())["plots"]
+    columns = [c for plot in declared for spec in plot.values() for c in spec["y"]["history.json"]]
+    assert {"entropy_samples", "kl_accepted", "mmd_samples", "mean_logprob_samples",
+            "reference_share"} <= set(columns)
+    for row in history:
+        assert set(columns) <= set(row), set(columns) - set(row)
+    base, last = history[0], history[-1]
+    assert base["reference_share"] == 1.0 and base["entropy_samples"] is None
+    div = json.loads((workdir / "gen_002" / "diversity.json").read_text())
+    have = [d["samples"]["template_entropy"] for d in div.values() if d.get("samples", {}).get("n")]
+    want = sum(have) / len(have)
+    assert last["entropy_samples"] == pytest.approx(want, abs=1e-6)
+    assert last["kl_samples"] >= 0 and last["mean_logprob_samples"] < 0
+    mix = [json.loads(line) for line in (workdir / "gen_002" / "mix.jsonl").read_text().splitlines()]
+    n_ref, n_syn = (sum(len(m[k]) for m in mix) for k in ("reference", "synthetic"))
+    assert n_ref and last["reference_share"] == pytest.approx(n_ref / (n_ref + n_syn), abs=1e-6)
+    assert last["mmd_samples"] is None and last["vendi_embedding_samples"] is None
+
+
 def test_recorded_stages_are_not_recommitted(recorded_run):
     """Recording a generation again (a resume does) keeps dvc.lock: a file damaged after it
     was recorded shows in `dvc status` instead of being recorded as the truth."""

@@ -67,9 +67,11 @@ def headroom(eval_levels: dict) -> float:
 
 def mean_over_levels(diversity: dict, kind: str, metric: str) -> float | None:
     """Mean over levels of one ``metric`` of one set (``samples``, ``accepted``,
-    ``probe_well_formed``, ...) in per-level numbers shaped like diversity.json's; None when
-    no level has the set."""
-    vs = [d[kind][metric] for d in diversity.values() if d.get(kind, {}).get("n")]
+    ``probe_well_formed``, ...) in per-level numbers shaped like diversity.json's, over the
+    levels that have the set and the metric (a run measured before a metric existed lacks
+    it); None when none has."""
+    vs = [d[kind][metric] for d in diversity.values()
+          if d.get(kind, {}).get("n") and d[kind].get(metric) is not None]
     return _mean(vs) if vs else None
 
 

@@ -201,36 +201,63 @@ class Recorder:
 
 
 
+# history.json columns beyond the n-gram Vendi ones: column -> (diversity.json set, metric),
+# each the mean over the levels that have the set (``monitor.mean_over_levels``)
+HISTORY_MEANS = {
+    "entropy_samples": ("samples", "template_entropy"),
+    "entropy_accepted": ("accepted", "template_entropy"),
+    "entropy_probe_well_formed": ("probe_well_formed", "template_entropy"),
+    "kl_samples": ("samples", "template_kl_vs_reference"),
+    "kl_accepted": ("accepted", "template_kl_vs_reference"),
+    "mmd_samples": ("samples", "mmd_vs_reference"),
+    "mmd_accepted": ("accepted", "mmd_vs_reference"),
+    "vendi_embedding_samples": ("samples", "vendi_embedding"),
+    "vendi_embedding_accepted": ("accepted", "vendi_embedding"),
+    "mean_logprob_samples": ("samples", "mean_logprob"),
+}
+
+
 def write_history(ws: Workspace, levels: list[int], last: int | None = None) -> list[dict]:
-    """history.json: one row per finished generation up to ``last`` (default: all of them;
-    held-out greedy accuracy per level, answers accepted, pool size, mean n-gram Vendi of the
-    model's samples, of their well-formed ones, of the accepted answers, of the accepted answers
-    at a fixed size (``monitor.equal_n_series``) and of the well-formed held-out probe samples)
-    for ``dvc plots`` (the
-    ``history`` stage). Recording names ``last``: it may run while the next generation is
-    being written."""
-    from selfloop.monitor import equal_n_series, mean_vendi
+    """history.json: one row per finished generation up to ``last`` (default: all of them)
+    for ``dvc plots`` (the ``history`` stage): held-out greedy accuracy per level, answers
+    accepted, pool size, the training mix's reference share, mean n-gram Vendi of the
+    model's samples, of their well-formed ones, of the accepted answers, of the accepted
+    answers at a fixed size (``monitor.equal_n_series``) and of the well-formed held-out
+    probe samples, and the other means of ``HISTORY_MEANS`` (template entropy, divergence
+    from the reference data, embedding Vendi, the samples' mean log-probability). Recording
+    names ``last``: it may run while the next generation is being written."""
+    from selfloop.monitor import equal_n_series, mean_over_levels, mean_vendi
     from selfloop.records import iter_jsonl
+    from selfloop.steps.curate import mix_makeup
+
+    def rounded(v: float | None) -> float | None:
+        return None if v is None else round(v, 6)
 
     rows, g, divs = [], 0, []
     while (ws.gen(g) / "eval.json").exists() and (last is None or g <= last):
         ev = read_json(ws.gen(g) / "eval.json")["levels"]
         row = {"generation": g, **{f"L{lv}": ev[str(lv)]["greedy_acc"] for lv in levels},
                "accepted": 0, "pool": 0,  # the base model trained on reference data only
-               "vendi_samples": None, "vendi_samples_well_formed": None, "vendi_accepted": None,
-               "vendi_probe_well_formed": None, "vendi_accepted_equal_n": None}
+               "reference_share": 1.0, "vendi_samples": None, "vendi_samples_well_formed": None,
+               "vendi_accepted": None, "vendi_probe_well_formed": None, "vendi_accepted_equal_n": None,
+               **dict.fromkeys(HISTORY_MEANS)}
         if g > 0:
             row["accepted"] = sum(1 for _ in iter_jsonl(ws.gen(g) / "accepted.jsonl"))
-            row["pool"] = sum(1 for _ in iter_jsonl(ws.gen(g) / "pool.jsonl"))
+            pool = list(iter_jsonl(ws.gen(g) / "pool.jsonl"))
+            row["pool"] = len(pool)
+            mix = ws.gen(g) / "mix.jsonl"
+            row["reference_share"] = (rounded(mix_makeup(list(iter_jsonl(mix)), pool)["reference_share"])
+                                      if mix.exists() else None)
             div = read_json(ws.gen(g) / "diversity.json") if (ws.gen(g) / "diversity.json").exists() else None
             divs.append(div)
             for kind in ("samples", "samples_well_formed", "accepted", "probe_well_formed"):
-                v = mean_vendi(div, kind) if div else None
-                row[f"vendi_{kind}"] = None if v is None else round(v, 6)
+                row[f"vendi_{kind}"] = rounded(mean_vendi(div, kind) if div else None)
+            for col, (kind, metric) in HISTORY_MEANS.items():
+                row[col] = rounded(mean_over_levels(div, kind, metric) if div else None)
         rows.append(row)
         g += 1
     for row, v in zip(rows[1:], equal_n_series(divs), strict=True):
-        row["vendi_accepted_equal_n"] = None if v is None else round(v, 6)
+        row["vendi_accepted_equal_n"] = rounded(v)
     write_json(ws.root / "history.json", rows)
     return rows
 

@@ -159,12 +159,32 @@ def control_stages(g: int, start: int | None = None) -> dict[str, dict]:
             for step, (deps, ps, outs) in specs.items()}
 
 
+def history_plots(levels: list[int]) -> dict[str, list[str]]:
+    """The run's ``dvc plots``: title -> history.json columns (``recording.write_history``)."""
+    return {
+        "held-out greedy accuracy": [f"L{lv}" for lv in levels],
+        "synthetic answers": ["accepted", "pool"],
+        "training mix: reference share": ["reference_share"],
+        "diversity (n-gram Vendi, mean over levels)": [
+            "vendi_samples", "vendi_samples_well_formed", "vendi_accepted", "vendi_accepted_equal_n",
+            "vendi_probe_well_formed"],
+        "diversity (embedding Vendi, mean over levels)": ["vendi_embedding_samples",
+                                                          "vendi_embedding_accepted"],
+        "answer-template entropy, digits masked (bits, mean over levels)": [
+            "entropy_samples", "entropy_accepted", "entropy_probe_well_formed"],
+        "divergence from the reference data: template KL (mean over levels)": ["kl_samples", "kl_accepted"],
+        "divergence from the reference data: embedding MMD (mean over levels)": ["mmd_samples",
+                                                                                 "mmd_accepted"],
+        "model confidence: mean sequence log-probability of its samples": ["mean_logprob_samples"],
+    }
+
+
 def history_stage(last: int) -> dict[str, dict]:
     """history.json (one row per generation, for ``dvc plots``) from the evaluations and
     accepted sets of generations 0..``last``: a stage, so a replay or an experiment redraws it."""
     deps = [f"gen_{g:03d}/eval.json" for g in range(last + 1)]
     deps += [f"gen_{g:03d}/{n}" for g in range(1, last + 1)
-             for n in ("accepted.jsonl", "pool.jsonl", "diversity.json")]
+             for n in ("accepted.jsonl", "pool.jsonl", "mix.jsonl", "diversity.json")]
     return {"history": _stage("selfloop stage history", deps, ["domain.levels"],
                               [{"history.json": {"cache": False}}])}
 
@@ -289,15 +309,8 @@ class Versioning:
         metrics = [f"{g}/eval.json" for g in gens] + [f"control/gen_{c[8:11]}/eval.json" for c in ctl]
         metrics += [f"{g}/diversity.json" for g in gens if f"{g}_measure" in names]
         doc["metrics"] = ["gen_000/eval.json", *metrics]
-        acc = [f"L{lv}" for lv in self.levels]
-        doc["plots"] = [{"held-out greedy accuracy": {"x": "generation", "y": {"history.json": acc}}},
-                        {"synthetic answers": {"x": "generation",
-                                               "y": {"history.json": ["accepted", "pool"]}}},
-                        {"diversity (n-gram Vendi, mean over levels)": {
-                            "x": "generation",
-                            "y": {"history.json": ["vendi_samples", "vendi_samples_well_formed",
-                                                   "vendi_accepted", "vendi_accepted_equal_n",
-                                                   "vendi_probe_well_formed"]}}}]
+        doc["plots"] = [{title: {"x": "generation", "y": {"history.json": cols}}}
+                        for title, cols in history_plots(self.levels).items()]
         header = "# Written by selfloop as the run goes (see src/selfloop/versioning.py).\n"
         write_text(self.pipeline, header + yaml.safe_dump(doc, sort_keys=False, width=120))
 
