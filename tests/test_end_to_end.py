@@ -116,10 +116,27 @@ def test_flow_run_is_versioned_tracked_and_replayable(prefect_server, tmp_path):
     api = env["PREFECT_API_URL"]
     repo = project(tmp_path / "project", tmp_path / "remote")
     workdir = repo / "runs" / "e2e"
+    # a sample-diversity floor of twice generation 1's own makes the monitor flag generation 1,
+    # so generation 2's plan carries a decision (and the replay below must reproduce it)
     params = {"iterations": 2, "workdir": str(workdir),
-              "overrides": [*TINY, "run.control=false", "track.mlflow=true"]}
+              "overrides": [*TINY, "run.control=false", "track.mlflow=true", "monitor.vendi_floor=2"]}
     run = trigger({**env, "PATH": ENV["PATH"]}, tmp_path, params)
     assert run["state"] == "COMPLETED"
+
+    # Prefect events: one per monitor decision, named after its action, with its reason
+    decided = [(g, d) for g in (1, 2)
+               for d in json.loads((workdir / f"gen_{g:03d}" / "metrics.json").read_text())["monitor"]]
+    assert "raise_temperature" in {d["action"] for g, d in decided if g == 1}
+    assert json.loads((workdir / "gen_002" / "plan.json").read_text())["policy"]
+    events, deadline = [], time.monotonic() + 60  # the server persists events asynchronously
+    while len(events) < len(decided) and time.monotonic() < deadline:
+        page = httpx.post(f"{api}/events/filter", timeout=10, json={
+            "filter": {"event": {"prefix": ["selfloop.monitor."]}}, "limit": 50}).json()
+        events = page["events"]
+        time.sleep(1)
+    got = sorted((e["event"], e["payload"]["generation"], e["payload"]["reason"]) for e in events)
+    assert got == sorted((f"selfloop.monitor.{d['action']}", g, d["reason"]) for g, d in decided)
+    assert {e["resource"]["prefect.resource.id"] for e in events} == {f"selfloop.run.{workdir.resolve()}"}
 
     # Prefect: parameters as given, a table artifact per generation, the results artifact
     flow_run = httpx.get(f"{api}/flow_runs/{run['id']}", timeout=10).json()
