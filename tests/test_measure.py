@@ -23,8 +23,22 @@ from selfloop.steps.measure import (
 from selfloop.steps.train import tokenize_example
 
 
-def rec(level, response, count=1):
-    return {"level": level, "response": response, "count": count, "prompt": "1 2 3>6:"}
+def rec(level, response, count=1, problem="p", verdict="pass"):
+    return {"level": level, "response": response, "count": count, "prompt": "1 2 3>6:",
+            "problem_id": f"{problem}{level}", "verification": [{"verdict": verdict}]}
+
+
+def test_answers_per_solved_problem_count_distinct_passing_answers():
+    samples = [rec(3, "1+2+3", 9, "a"), rec(3, "3+2+1", 1, "a"), rec(3, "1*2*3", 1, "a", "fail"),
+               rec(3, "1+2+3", 2, "b"), rec(3, "9-3", 4, "c", "fail"), rec(4, "1+2+3+4", 1, "a")]
+    accepted = [rec(3, "1+2+3", 1, "a"), rec(3, "1+2+3", 1, "b")]
+    out = measure(samples, accepted, [rec(3, "1+2+3")], None, 100, 0)
+    # a: two passing ways (the failing one does not count), b: one; c solved nothing
+    assert out["3"]["samples"]["solved"] == 2 and out["3"]["samples"]["distinct_per_solved"] == 1.5
+    assert out["3"]["accepted"]["solved"] == 2 and out["3"]["accepted"]["distinct_per_solved"] == 1.0
+    assert out["4"]["samples"]["distinct_per_solved"] == 1.0 and out["4"]["accepted"] == {"n": 0}
+    nothing = measure([rec(3, "1", 1, "a", "fail")], [], [rec(3, "1+2+3")], None, 100, 0)
+    assert nothing["3"]["samples"]["solved"] == 0 and nothing["3"]["samples"]["distinct_per_solved"] == 0.0
 
 
 def test_samples_are_weighted_by_count():

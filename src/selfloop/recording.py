@@ -214,6 +214,8 @@ HISTORY_MEANS = {
     "vendi_embedding_samples": ("samples", "vendi_embedding"),
     "vendi_embedding_accepted": ("accepted", "vendi_embedding"),
     "mean_logprob_samples": ("samples", "mean_logprob"),
+    "ways_samples": ("samples", "distinct_per_solved"),
+    "ways_accepted": ("accepted", "distinct_per_solved"),
 }
 
 
@@ -224,7 +226,8 @@ def write_history(ws: Workspace, levels: list[int], last: int | None = None) -> 
     model's samples, of their well-formed ones, of the accepted answers, of the accepted
     answers at a fixed size (``monitor.equal_n_series``) and of the well-formed held-out
     probe samples, and the other means of ``HISTORY_MEANS`` (template entropy, divergence
-    from the reference data, embedding Vendi, the samples' mean log-probability). Recording
+    from the reference data, embedding Vendi, the samples' mean log-probability, distinct
+    answers per solved problem). Recording
     names ``last``: it may run while the next generation is being written."""
     from selfloop.monitor import equal_n_series, mean_over_levels, mean_vendi
     from selfloop.records import iter_jsonl

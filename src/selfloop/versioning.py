@@ -176,6 +176,7 @@ def history_plots(levels: list[int]) -> dict[str, list[str]]:
         "divergence from the reference data: embedding MMD (mean over levels)": ["mmd_samples",
                                                                                  "mmd_accepted"],
         "model confidence: mean sequence log-probability of its samples": ["mean_logprob_samples"],
+        "distinct correct answers per solved problem (mean over levels)": ["ways_samples", "ways_accepted"],
     }
 
 

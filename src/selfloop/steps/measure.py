@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 from selfloop import diversity as dv
 from selfloop.config import MeasureConfig
+from selfloop.steps.curate import passed
 
 Embed = Callable[[Sequence[str]], object]
 
@@ -192,6 +193,19 @@ def accepted_equal_n(texts: list[str], reference: list[str], n: int, seed: int, 
     return {**measure_fixed_n(texts, reference, 0, n, seed, draws), "full_size": len(texts) >= n}
 
 
+def answers_per_solved(records: list[dict], level: int, ok: Callable[[dict], bool] | None = None) -> dict:
+    """Distinct answers per solved problem at one level: over the problems with at least one
+    record that passes ``ok`` (every record when None), the mean count of distinct responses
+    that pass. Of the generation's verified samples, how many ways the model found to each
+    problem it solved; of the accepted answers, how many of those curation kept."""
+    ways: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        if r["level"] == level and (ok is None or ok(r)):
+            ways[r["problem_id"]].add(r["response"])
+    return {"solved": len(ways),
+            "distinct_per_solved": round(sum(map(len, ways.values())) / len(ways), 6) if ways else 0.0}
+
+
 def measure(samples: list[dict], accepted: list[dict], reference: list[dict], embed: Embed | None,
             embed_sample: int, seed: int, confidence: Callable[[list[dict]], float] | None = None,
             confidence_sample: int = 512, probe: list[dict] | None = None, probe_n: int = 256,
@@ -200,7 +214,8 @@ def measure(samples: list[dict], accepted: list[dict], reference: list[dict], em
             well_formed: Callable[[dict], bool] | None = None, accepted_n: int = 0) -> dict:
     """Per level: the model's samples, the accepted answers, the held-out probe (when given),
     and the reference data's own numbers (the baseline monitors calibrate against). ``audit``
-    (a trusted check of one record) gives the share of accepted answers that pass it;
+    (a trusted check of one record) gives the share of accepted answers that pass it; the
+    samples (verified records) and accepted answers also get ``answers_per_solved``;
     ``well_formed`` (whether a sample is a legal attempt) adds ``samples_well_formed``;
     ``accepted_n`` > 0 adds ``accepted_equal_n`` at levels with accepted answers."""
     ref = texts_by_level(reference, weighted=False)
@@ -215,6 +230,10 @@ def measure(samples: list[dict], accepted: list[dict], reference: list[dict], em
             "accepted": measure_set(acc.get(level, []), r, embed, embed_sample, seed, r_vecs),
             "reference": measure_set(r, r, embed, embed_sample, seed, None),
         }
+        if level in got:
+            out[key]["samples"].update(answers_per_solved(samples, level, passed))
+        if level in acc:
+            out[key]["accepted"].update(answers_per_solved(accepted, level))
         level_acc = [a for a in accepted if a["level"] == level]
         if audit is not None and level_acc:
             out[key]["accepted"]["audit_pass_share"] = round(sum(map(audit, level_acc)) / len(level_acc), 6)
