@@ -2,8 +2,10 @@
 the next generation should do differently. Pure: metrics in, decisions out (data), so a
 replay reproduces the decisions instead of re-deciding them.
 
-Signals, per level that has samples (a level is a capability slice), against thresholds
-calibrated from the first generation's own numbers (configurable fractions):
+Signals, each the mean over the levels that have it (a level is a capability slice; the
+per-level numbers are in diversity.json, MLflow and the report, but a narrowing confined to one
+level is diluted by the others before a threshold sees it), against thresholds calibrated
+from the first generation's own numbers or the base model's (configurable fractions):
 
 - diversity of the model's samples (n-gram Vendi) fell below ``vendi_floor`` x its first value
   -> raise the sampling temperature (then top-p) to widen what the model proposes;
