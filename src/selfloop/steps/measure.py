@@ -213,9 +213,10 @@ def measure(samples: list[dict], accepted: list[dict], reference: list[dict], em
             probe_draws: int = MeasureConfig.probe_draws,
             well_formed: Callable[[dict], bool] | None = None, accepted_n: int = 0) -> dict:
     """Per level: the model's samples, the accepted answers, the held-out probe (when given),
-    and the reference data's own numbers (the baseline monitors calibrate against). ``audit``
-    (a trusted check of one record) gives the share of accepted answers that pass it; the
-    samples (verified records) and accepted answers also get ``answers_per_solved``;
+    and the reference data's own numbers (a baseline to read the others by; no monitor rule
+    reads them yet). ``audit`` (a trusted check of one record) gives the share of accepted
+    answers that pass it; the samples (verified records) and accepted answers also get
+    ``answers_per_solved``;
     ``well_formed`` (whether a sample is a legal attempt) adds ``samples_well_formed``;
     ``accepted_n`` > 0 adds ``accepted_equal_n`` at levels with accepted answers."""
     ref = texts_by_level(reference, weighted=False)
