@@ -15,7 +15,7 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from selfloop import loop
-from selfloop.cli import RichReporter, format_row, results_table
+from selfloop.cli import RichReporter, format_reasons, format_row, results_table
 from selfloop.config import load_params, params_from_dict, to_dict
 from selfloop.meter import Meter
 from selfloop.recording import Recorder
@@ -52,7 +52,7 @@ class _LogReporter(loop.NullReporter):
         self.levels = levels
 
     def iteration(self, row: dict) -> None:
-        get_run_logger().info(format_row(row, self.levels))
+        get_run_logger().info("\n".join([format_row(row, self.levels), *format_reasons(row)]))
 
 
 @flow(name="selfloop-iteration")

@@ -54,6 +54,24 @@ class RichReporter:
 
     def iteration(self, row: dict) -> None:
         self.console.print(format_row(row, self.levels))
+        for line in format_reasons(row):
+            self.console.print(line, style="dim", markup=False, highlight=False)
+
+
+def format_reasons(row: dict) -> list[str]:
+    """One indented line per distinct monitor signal in a generation's row: its value against
+    its threshold and the reason (a signal asking for two actions gives one line)."""
+    seen, out = set(), []
+    for d in row.get("monitor") or []:
+        key = (d.get("signal"), d["reason"])
+        if key in seen:
+            continue
+        seen.add(key)
+        numbers = (f" {d['value']:.4g} (threshold {d['threshold']:.4g})"
+                   if d.get("value") is not None and d.get("threshold") is not None else "")
+        out.append(f"          {d['action'] if d['action'] == 'wait' else 'why'}: "
+                   f"{d.get('signal', '?')}{numbers}: {d['reason']}")
+    return out
 
 
 def format_row(row: dict, levels: list[int]) -> str:
@@ -68,7 +86,8 @@ def format_row(row: dict, levels: list[int]) -> str:
         extra = (f"  accept {row['verify']['acceptance_rate']:5.1%}  +{row['curate']['accepted']:>5}"
                  f" pool {row['curate']['pool']:>6}  plan[{plan}]")
     if row.get("monitor"):
-        extra += "  monitor: " + ",".join(d["action"] for d in row["monitor"])
+        extra += "  monitor: " + ", ".join(
+            f"{d['action']} ({d['signal']})" if d.get("signal") else d["action"] for d in row["monitor"])
     secs = sum(row.get("seconds", {}).values())
     return f"{row['arm']:>7} gen {row['generation']:>2}  {accs}{extra}  {secs:5.1f}s"
 
