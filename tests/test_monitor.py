@@ -221,3 +221,31 @@ def test_equal_n_series_compares_the_levels_generation_1_had_at_full_size():
     assert series == [15.0, 15.0, None, None]
     assert equal_n_series([div(L3=(4.0, False)), div(L3=(9.0, True))]) == [None, None]
     assert equal_n_series([]) == []
+
+
+def split(g, level3: dict, level5: dict):
+    """A generation whose levels 3 and 5 have their own numbers (``gen``'s keywords)."""
+    out = gen(g, **level3)
+    out["diversity"] = {"3": gen(g, **level3)["diversity"]["3"], "5": gen(g, **level5)["diversity"]["3"]}
+    return out
+
+
+def test_per_level_catches_a_narrowing_the_mean_dilutes():
+    # level 5's sample Vendi halves while level 3's rises: the mean stays above 70% of generation 1
+    history = [split(1, {}, {}), split(2, {"vendi": 11.0}, {"vendi": 5.0})]
+    assert actions(history) == []
+    got = decide(history, 0.05, Thresholds(per_level=True))
+    assert [(d["action"], d["signal"]) for d in got] == [("raise_temperature", "vendi_samples@L5")]
+    assert "at level 5" in got[0]["reason"] and got[0]["value"] == 5.0 and got[0]["threshold"] == 7.0
+    # each first-generation-calibrated signal has its per-level twin; a healthy level flags nothing
+    narrowed = [split(1, {}, {}), split(2, {}, {"entropy": 1.0, "kl": 0.9})]
+    signals_seen = {d["signal"] for d in decide(narrowed, 0.05, Thresholds(per_level=True))}
+    assert {"entropy_accepted@L5", "kl_accepted@L5"} <= signals_seen
+    assert not any(s.endswith("@L3") for s in signals_seen)
+
+
+def test_per_level_skips_drift_at_a_level_without_generation_1_answers():
+    first = split(1, {}, {})
+    first["diversity"]["5"]["accepted"] = {"n": 0}
+    history = [first, split(2, {}, {"kl": 0.9})]
+    assert not any(d["signal"] == "kl_accepted@L5" for d in decide(history, 0.05, Thresholds(per_level=True)))

@@ -230,6 +230,9 @@ class MonitorConfig:
                             "is that checker).")
     accuracy_drop: float = _f(0.03, "Flag a rollback when held-out accuracy drops this far below the best.")
     max_rollbacks: int = _f(2, "Consecutive rollback flags after which the monitor stops the loop.")
+    per_level: bool = _f(False, "Also check each level on its own against its generation-1 numbers (sample "
+                         "Vendi, accepted template entropy and KL; signal NAME@L<level>), not only the "
+                         "mean over levels, so a narrowing confined to one level is not diluted.")
     act: bool = _f(True, "Apply the decisions to the next generation's plan (off: only record them).")
     temperature_step: float = _f(0.2, "How much one 'raise_temperature' decision raises the temperature.")
     temperature_max: float = _f(1.5, "Highest sampling temperature the monitor sets.")
@@ -405,7 +408,7 @@ ADDED_KEYS: dict[str, Any] = {"train.schedule": "constant", "train.ema": 0.0, "m
                               "measure.accepted_n": 0, "train.difficulty_balance": 0.0,
                               "train.reference_by_level": False, "monitor.kl_wait": False,
                               "train.pass_rate_balance": 0.0, "train.template_balance": 0.0,
-                              "train.max_epochs": 0.0, "run.replicate": 0}
+                              "train.max_epochs": 0.0, "run.replicate": 0, "monitor.per_level": False}
 
 
 def with_added_keys(saved: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

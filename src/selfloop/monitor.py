@@ -4,8 +4,10 @@ replay reproduces the decisions instead of re-deciding them.
 
 Signals, each the mean over the levels that have it (a level is a capability slice; the
 per-level numbers are in diversity.json, MLflow and the report, but a narrowing confined to one
-level is diluted by the others before a threshold sees it), against thresholds calibrated
-from the first generation's own numbers or the base model's (configurable fractions):
+level is diluted by the others before a threshold sees it; ``per_level`` also applies the three
+checks calibrated on the first generation to each level on its own, signal ``NAME@L<level>``),
+against thresholds calibrated from the first generation's own numbers or the base model's
+(configurable fractions):
 
 - diversity of the model's samples (n-gram Vendi) fell below ``vendi_floor`` x its first value
   -> raise the sampling temperature (then top-p) to widen what the model proposes;
@@ -54,6 +56,7 @@ class Thresholds:
     audit_floor: float = 0.95
     accuracy_drop: float = 0.03
     max_rollbacks: int = 2
+    per_level: bool = False  # also apply the first-generation-calibrated checks to each level
 
 
 def _mean(xs: list[float]) -> float:
@@ -120,6 +123,12 @@ def signals(metrics: dict) -> dict[str, float]:
     }
 
 
+def level_signals(metrics: dict, level: str) -> dict[str, float]:
+    """``signals`` of one level's diversity numbers only (the first-generation-calibrated
+    ones are what ``Thresholds.per_level`` reads)."""
+    return signals({"diversity": {level: metrics.get("diversity", {}).get(level, {})}})
+
+
 def flags(decisions: list[dict]) -> list[dict]:
     """The decisions that flag something: all but the ``wait`` records."""
     return [d for d in decisions if d["action"] != "wait"]
@@ -139,27 +148,43 @@ def decide(history: list[dict], base_accuracy: float, th: Thresholds = Threshold
     first, now = signals(history[0]), signals(history[-1])
     out = []
 
-    def flag(action: str, signal: str, threshold: float, why: str) -> None:
-        out.append({"action": action, "signal": signal, "value": round(now[signal], 6),
+    def flag(action: str, signal: str, threshold: float, why: str, value: float | None = None) -> None:
+        out.append({"action": action, "signal": signal,
+                    "value": round(now[signal] if value is None else value, 6),
                     "threshold": round(threshold, 6), "reason": why})
 
-    if first["vendi_samples"] and now["vendi_samples"] < th.vendi_floor * first["vendi_samples"]:
-        flag("raise_temperature", "vendi_samples", th.vendi_floor * first["vendi_samples"],
-             f"sample diversity fell below {th.vendi_floor:.0%} of generation {history[0]['generation']}'s")
-    if first["entropy_accepted"] and now["entropy_accepted"] < th.entropy_floor * first["entropy_accepted"]:
-        flag("cap_harder", "entropy_accepted", th.entropy_floor * first["entropy_accepted"],
-             "accepted answers narrowed to fewer shapes")
-    kl_limit = max(th.kl_ceiling * first["kl_accepted"], th.kl_min)
-    if now["kl_accepted"] > kl_limit:
-        applied = history[-1].get("applied", [])
-        if th.kl_wait and any(d["action"] == "raise_reference_fraction" for d in applied):
-            flag("wait", "kl_accepted", kl_limit,
-                 f"accepted answers drift from the reference data, but this generation's plan raised the "
-                 f"reference fraction: these answers were sampled before that raise trained a model, so "
-                 f"it shows in generation {history[-1]['generation'] + 1}'s")
-        else:
-            flag("raise_reference_fraction", "kl_accepted", kl_limit,
-                 "accepted answers drift from the reference data")
+    def against_first(first: dict, now: dict, suffix: str = "", where: str = "", kl: bool = True) -> None:
+        """The signals calibrated on the first generation: of the mean over levels, or (with
+        ``per_level``) of one level, whose signal names end in ``suffix`` (``@L5``); ``kl``
+        off skips the drift check (a level that had no accepted answers to calibrate it on)."""
+        g1 = history[0]["generation"]
+        if first["vendi_samples"] and now["vendi_samples"] < th.vendi_floor * first["vendi_samples"]:
+            flag("raise_temperature", "vendi_samples" + suffix, th.vendi_floor * first["vendi_samples"],
+                 f"sample diversity{where} fell below {th.vendi_floor:.0%} of generation {g1}'s",
+                 now["vendi_samples"])
+        entropy_limit = th.entropy_floor * first["entropy_accepted"]
+        if first["entropy_accepted"] and now["entropy_accepted"] < entropy_limit:
+            flag("cap_harder", "entropy_accepted" + suffix, entropy_limit,
+                 f"accepted answers{where} narrowed to fewer shapes", now["entropy_accepted"])
+        kl_limit = max(th.kl_ceiling * first["kl_accepted"], th.kl_min)
+        if kl and now["kl_accepted"] > kl_limit:
+            applied = history[-1].get("applied", [])
+            if th.kl_wait and any(d["action"] == "raise_reference_fraction" for d in applied):
+                flag("wait", "kl_accepted" + suffix, kl_limit,
+                     f"accepted answers{where} drift from the reference data, but this generation's plan "
+                     f"raised the reference fraction: these answers were sampled before that raise "
+                     f"trained a model, so it shows in generation {history[-1]['generation'] + 1}'s",
+                     now["kl_accepted"])
+            else:
+                flag("raise_reference_fraction", "kl_accepted" + suffix, kl_limit,
+                     f"accepted answers{where} drift from the reference data", now["kl_accepted"])
+
+    against_first(first, now)
+    if th.per_level:
+        div1, div_now = history[0].get("diversity", {}), history[-1].get("diversity", {})
+        for level in sorted(set(div1) & set(div_now), key=int):
+            against_first(level_signals(history[0], level), level_signals(history[-1], level),
+                          f"@L{level}", f" at level {level}", bool(div1[level].get("accepted", {}).get("n")))
     if base_headroom and now["headroom"] < th.headroom_floor * base_headroom:
         why = (f"held-out pass@k / greedy fell below {th.headroom_floor:.0%} of the base model's "
                f"({base_headroom:.2f}): the model's distribution is narrowing")
