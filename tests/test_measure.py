@@ -39,6 +39,8 @@ def test_answers_per_solved_problem_count_distinct_passing_answers():
     assert out["4"]["samples"]["distinct_per_solved"] == 1.0 and out["4"]["accepted"] == {"n": 0}
     nothing = measure([rec(3, "1", 1, "a", "fail")], [], [rec(3, "1+2+3")], None, 100, 0)
     assert nothing["3"]["samples"]["solved"] == 0 and nothing["3"]["samples"]["distinct_per_solved"] == 0.0
+    anonymous = [{"level": 3, "response": "1+2+3"}]  # no problem_id: no problems to count over
+    assert "distinct_per_solved" not in measure(anonymous, anonymous, [], None, 100, 0)["3"]["accepted"]
 
 
 def test_samples_are_weighted_by_count():

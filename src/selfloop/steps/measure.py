@@ -197,10 +197,14 @@ def answers_per_solved(records: list[dict], level: int, ok: Callable[[dict], boo
     """Distinct answers per solved problem at one level: over the problems with at least one
     record that passes ``ok`` (every record when None), the mean count of distinct responses
     that pass. Of the generation's verified samples, how many ways the model found to each
-    problem it solved; of the accepted answers, how many of those curation kept."""
+    problem it solved; of the accepted answers, how many of those curation kept. Records
+    without a ``problem_id`` (hand-made ones) count towards nothing; when no record of the
+    level has one, there is nothing to report ({})."""
     ways: dict[str, set[str]] = defaultdict(set)
+    if not any(r["level"] == level and "problem_id" in r for r in records):
+        return {}
     for r in records:
-        if r["level"] == level and (ok is None or ok(r)):
+        if r["level"] == level and "problem_id" in r and (ok is None or ok(r)):
             ways[r["problem_id"]].add(r["response"])
     return {"solved": len(ways),
             "distinct_per_solved": round(sum(map(len, ways.values())) / len(ways), 6) if ways else 0.0}
