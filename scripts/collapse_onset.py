@@ -3,8 +3,7 @@
 ``selfloop ablate`` computes these for its ``collapse`` arm against its ``default`` arm. A
 replicate of the collapse arm (``--arm co1:...,run.replicate=1``) is another arm name, and
 its natural yardstick is the default's replicate with the same ``run.replicate``; this reads
-any such pair with the report's own definitions (``selfloop.ablate_report.onset`` and
-``first_flag``):
+any such pair with the report's own check (``selfloop.ablate_report.collapse_check``):
 
     .venv/bin/python scripts/collapse_onset.py \\
         runs/ablate/results.json:collapse=runs/ablate/results.json:default \\
@@ -17,14 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from selfloop.ablate_report import first_flag, onset, read_arm
-
-
-def pair(collapse: list[dict], default: list[dict]) -> dict:
-    """Onset, first flag and whether the flag came at most 2 generations after the onset."""
-    on, flag = onset(collapse, default), first_flag(collapse)
-    within = None if on is None or flag is None else flag["generation"] - on <= 2
-    return {"onset": on, "first_flag": flag, "flag_within_2_of_onset": within}
+from selfloop.ablate_report import collapse_check, read_arm
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         left, sep, right = spec.partition("=")
         if not sep:
             ap.error(f"{spec!r}: expected COLLAPSE_RESULTS_JSON:ARM=DEFAULT_RESULTS_JSON:ARM")
-        got = pair(read_arm(left), read_arm(right))
+        got = collapse_check(read_arm(left), read_arm(right))
         flag = got["first_flag"]
         said = f"generation {flag['generation']}: {', '.join(flag['decisions'])}" if flag else "never"
         print(f"{left} against {right}: onset {got['onset']}, first flag {said}, "

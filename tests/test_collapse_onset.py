@@ -22,21 +22,22 @@ def test_onset_by_vendi_and_a_flag_one_generation_before_it():
     collapse = [_row(0, None, 0.06), _row(1, 50.0, 0.07, [WAIT]), _row(2, 46.0, 0.08, [RAISE]),
                 _row(3, 44.0, 0.08)]  # 44 < 0.9 x 50: onset at 3
     default = [_row(g, 50.0, 0.07 + 0.01 * g) for g in range(4)]
-    got = SCRIPT["pair"](collapse, default)
+    got = SCRIPT["collapse_check"](collapse, default)
     assert got["onset"] == 3
     assert got["first_flag"] == {"generation": 2, "decisions": ["raise_temperature (vendi_probe)"]}
     assert got["flag_within_2_of_onset"] is True
 
 
-def test_onset_by_accuracy_and_a_flag_too_late():
+def test_onset_by_accuracy_and_a_flag_one_generation_after_it():
     collapse = [_row(0, None, 0.06), _row(1, 50.0, 0.07), _row(2, 49.0, 0.06), _row(3, 49.0, 0.06),
                 _row(4, 49.0, 0.06), _row(5, 49.0, 0.06, [RAISE])]
     default = [_row(g, 50.0, 0.06 + 0.01 * g) for g in range(6)]  # 0.10 at 4: 4 points above
-    got = SCRIPT["pair"](collapse, default)
+    got = SCRIPT["collapse_check"](collapse, default)
     assert got["onset"] == 4
     assert got["first_flag"]["generation"] == 5
     assert got["flag_within_2_of_onset"] is True
-    assert SCRIPT["pair"](collapse[:5], default)["flag_within_2_of_onset"] is None  # never flagged
+    # an onset never flagged is a miss, as in the ablation report's own check
+    assert SCRIPT["collapse_check"](collapse[:5], default)["flag_within_2_of_onset"] is False
 
 
 def test_main_reads_pairs_and_refuses_bad_ones(tmp_path, capsys):

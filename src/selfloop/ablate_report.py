@@ -295,6 +295,16 @@ def floors(rows: list[dict], default: list[dict] | None) -> dict:
             **{key: _fell_below_first(rows, key)["min_ratio_to_gen1"] for key in FLOOR_KEYS}}
 
 
+def collapse_check(collapse: list[dict], default: list[dict] | None) -> dict:
+    """A collapse run's onset (against a default run), its first flag, and whether the flag
+    came at most 2 generations after the onset (None when there is neither; False when only
+    one of them happened)."""
+    on, flag = onset(collapse, default), first_flag(collapse)
+    return {"onset": on, "first_flag": flag,
+            "flag_within_2_of_onset": (None if on is None and flag is None else
+                                       False if on is None or flag is None else flag["generation"] - on <= 2)}
+
+
 def checks(arms: dict) -> dict:
     rows = {k: v["generations"] for k, v in arms.items()}
     default = rows.get("default")
@@ -304,12 +314,7 @@ def checks(arms: dict) -> dict:
                  "below the default arm's at the same generation",
         "flag": "first generation with any monitor decision but a wait"}}
     if "collapse" in rows:
-        on, flag = onset(rows["collapse"], default), first_flag(rows["collapse"])
-        out["collapse"] = {
-            "onset": on, "first_flag": flag,
-            "flag_within_2_of_onset": (None if on is None and flag is None else
-                                       False if on is None or flag is None else flag["generation"] - on <= 2),
-        }
+        out["collapse"] = collapse_check(rows["collapse"], default)
     if default:
         flag = first_flag(default)
         out["default"] = {"ever_flagged": flag is not None, "first_flag": flag,
