@@ -219,19 +219,6 @@ HISTORY_MEANS = {
 }
 
 
-def reference_share(mix_file: Path) -> float | None:
-    """The reference share of a training mix manifest (``steps.curate.mix_makeup``'s, counted
-    from the manifest alone); None without one."""
-    from selfloop.records import iter_jsonl
-
-    if not mix_file.exists():
-        return None
-    n_ref = n_syn = 0
-    for batch in iter_jsonl(mix_file):
-        n_ref, n_syn = n_ref + len(batch["reference"]), n_syn + len(batch["synthetic"])
-    return round(n_ref / (n_ref + n_syn), 6) if n_ref + n_syn else None
-
-
 def write_history(ws: Workspace, levels: list[int], last: int | None = None) -> list[dict]:
     """history.json: one row per finished generation up to ``last`` (default: all of them)
     for ``dvc plots`` (the ``history`` stage): held-out greedy accuracy per level, answers
@@ -244,6 +231,7 @@ def write_history(ws: Workspace, levels: list[int], last: int | None = None) -> 
     names ``last``: it may run while the next generation is being written."""
     from selfloop.monitor import equal_n_series, mean_over_levels, mean_vendi
     from selfloop.records import iter_jsonl
+    from selfloop.steps.curate import reference_share
 
     def rounded(v: float | None) -> float | None:
         return None if v is None else round(v, 6)
@@ -259,7 +247,8 @@ def write_history(ws: Workspace, levels: list[int], last: int | None = None) -> 
         if g > 0:
             row["accepted"] = sum(1 for _ in iter_jsonl(ws.gen(g) / "accepted.jsonl"))
             row["pool"] = sum(1 for _ in iter_jsonl(ws.gen(g) / "pool.jsonl"))
-            row["reference_share"] = reference_share(ws.gen(g) / "mix.jsonl")
+            mix = ws.gen(g) / "mix.jsonl"
+            row["reference_share"] = rounded(reference_share(iter_jsonl(mix)) if mix.exists() else None)
             div = read_json(ws.gen(g) / "diversity.json") if (ws.gen(g) / "diversity.json").exists() else None
             divs.append(div)
             for kind in ("samples", "samples_well_formed", "accepted", "probe_well_formed"):

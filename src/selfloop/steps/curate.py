@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 
 from selfloop.config import CurateConfig
 from selfloop.diversity import template
@@ -241,6 +242,15 @@ def build_mix(
             "synthetic": [next(syn_it) for _ in range(n_syn)],
         })
     return mix
+
+
+def reference_share(mix: Iterable[dict]) -> float | None:
+    """The share of a training mix's draws that are reference data (``mix_makeup``'s, from the
+    manifest alone: streamed, no pool needed); None for an empty mix."""
+    n_ref = n_syn = 0
+    for batch in mix:
+        n_ref, n_syn = n_ref + len(batch["reference"]), n_syn + len(batch["synthetic"])
+    return n_ref / (n_ref + n_syn) if n_ref + n_syn else None
 
 
 def mix_makeup(mix: list[dict], pool: list[dict], reference: list[dict] | None = None) -> dict:

@@ -201,11 +201,14 @@ def answers_per_solved(records: list[dict], level: int, ok: Callable[[dict], boo
     without a ``problem_id`` (hand-made ones) count towards nothing; when no record of the
     level has one, there is nothing to report ({})."""
     ways: dict[str, set[str]] = defaultdict(set)
-    if not any(r["level"] == level and "problem_id" in r for r in records):
-        return {}
+    identified = False
     for r in records:
-        if r["level"] == level and "problem_id" in r and (ok is None or ok(r)):
-            ways[r["problem_id"]].add(r["response"])
+        if r["level"] == level and "problem_id" in r:
+            identified = True
+            if ok is None or ok(r):
+                ways[r["problem_id"]].add(r["response"])
+    if not identified:
+        return {}
     return {"solved": len(ways),
             "distinct_per_solved": round(sum(map(len, ways.values())) / len(ways), 6) if ways else 0.0}
 
