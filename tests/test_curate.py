@@ -12,6 +12,7 @@ from selfloop.steps.curate import (
     draw_weights,
     mix_makeup,
     next_pool,
+    reference_share,
     weighted_pass,
 )
 
@@ -62,7 +63,9 @@ def test_reference_fraction_is_fixed_per_batch_whatever_the_pool(pool_size):
         assert set(m["reference"]) <= {r["id"] for r in reference}
     makeup = mix_makeup(mix, pool)
     assert makeup["reference_share"] == pytest.approx(0.3)
+    assert reference_share(iter(mix)) == pytest.approx(0.3)  # streamed, as history.json reads it
     assert sum(makeup["synthetic_by_generation"].values()) == pytest.approx(0.7)
+    assert reference_share([]) is None
 
 
 def test_mix_cycles_through_all_examples_and_is_seeded():
