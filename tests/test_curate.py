@@ -12,6 +12,7 @@ from selfloop.steps.curate import (
     draw_weights,
     mix_makeup,
     next_pool,
+    origin_shares,
     reference_share,
     weighted_pass,
 )
@@ -66,6 +67,22 @@ def test_reference_fraction_is_fixed_per_batch_whatever_the_pool(pool_size):
     assert reference_share(iter(mix)) == pytest.approx(0.3)  # streamed, as history.json reads it
     assert sum(makeup["synthetic_by_generation"].values()) == pytest.approx(0.7)
     assert reference_share([]) is None
+
+
+def test_origin_shares_split_the_synthetic_draws_by_generation():
+    """The generation's own answers against earlier ones, streamed from the manifest: they
+    agree with mix_makeup's split by generation, on a pool where generation 3 is the newest."""
+    reference = [{"id": f"r{i}"} for i in range(50)]
+    pool = [{"id": f"s{i}", "generation": 1 + i % 3} for i in range(30)]
+    mix = build_mix(reference, pool, steps=20, batch_size=10, reference_fraction=0.3, seed=0)
+    newest = {r["id"] for r in pool if r["generation"] == 3}
+    shares = origin_shares(iter(mix), newest)
+    by_generation = mix_makeup(mix, pool)["synthetic_by_generation"]
+    assert shares["reference"] == pytest.approx(0.3)
+    assert shares["this_generation"] == pytest.approx(by_generation["3"])
+    assert shares["earlier"] == pytest.approx(by_generation["1"] + by_generation["2"])
+    assert shares["this_generation"] > 0 and shares["earlier"] > 0
+    assert origin_shares([], newest) is None
 
 
 def test_mix_cycles_through_all_examples_and_is_seeded():

@@ -94,6 +94,11 @@ def test_run_is_recorded_and_status_clean(recorded_run):
     plots = yaml.safe_load((workdir / "dvc.yaml").read_text())["plots"]
     assert plots and "gen_002/eval.json" in yaml.safe_load((workdir / "dvc.yaml").read_text())["metrics"]
     assert "gen_002" in sh(repo, str(BIN / "dvc"), "metrics", "show")
+    # the training mix's make-up by origin is a metric too, one file per generation
+    assert "gen_002/makeup.json" in yaml.safe_load((workdir / "dvc.yaml").read_text())["metrics"]
+    shown = sh(repo, str(BIN / "dvc"), "metrics", "show", "--json")
+    makeup = json.loads((workdir / "gen_002" / "makeup.json").read_text())
+    assert "gen_002/makeup.json" in shown and "reference_share" in makeup
     history = json.loads((workdir / "history.json").read_text())
     assert [r["generation"] for r in history] == [0, 1, 2] and "history" in lock
 
@@ -121,6 +126,9 @@ def test_plots_cover_the_diversity_metrics(recorded_run):
     mix = [json.loads(line) for line in (workdir / "gen_002" / "mix.jsonl").read_text().splitlines()]
     n_ref, n_syn = (sum(len(m[k]) for m in mix) for k in ("reference", "synthetic"))
     assert n_ref and last["reference_share"] == pytest.approx(n_ref / (n_ref + n_syn), abs=1e-6)
+    shares = [last[c] for c in ("reference_share", "mix_this_generation", "mix_earlier_generations")]
+    assert sum(shares) == pytest.approx(1.0, abs=1e-5)
+    assert base["mix_this_generation"] == base["mix_earlier_generations"] == 0.0
     assert last["mmd_samples"] is None and last["vendi_embedding_samples"] is None
 
 

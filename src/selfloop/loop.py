@@ -249,13 +249,14 @@ def step_curate(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
     write_jsonl(d / "curation.jsonl", decisions)
     write_jsonl(d / "pool.jsonl", pool)
     write_jsonl(d / "mix.jsonl", mix)
+    makeup = cur.mix_makeup(mix, pool, reference)
+    write_json(d / "makeup.json", makeup)  # a DVC metric: the mix by origin and by generation
     by_id = {r["id"]: r for r in (*reference, *pool)}
     gate.validate_records("accepted", accepted, d / "accepted.jsonl", params, heldout_ids,
                           d / "validation" / "accepted.json")
     gate.validate_mix(mix, by_id, d / "mix.jsonl", params, heldout_ids, bool(pool),
                       d / "validation" / "mix.json")
-    return {"curate": {**counts, "accepted": len(accepted), "pool": len(pool),
-                      **cur.mix_makeup(mix, pool, reference)}}
+    return {"curate": {**counts, "accepted": len(accepted), "pool": len(pool), **makeup}}
 
 
 def step_train(params: Params, ws: Workspace, g: int, rep: Reporter, arm: str = "loop") -> dict:

@@ -222,7 +222,8 @@ HISTORY_MEANS = {
 def write_history(ws: Workspace, levels: list[int], last: int | None = None) -> list[dict]:
     """history.json: one row per finished generation up to ``last`` (default: all of them)
     for ``dvc plots`` (the ``history`` stage): held-out greedy accuracy per level, answers
-    accepted, pool size, the training mix's reference share, mean n-gram Vendi of the
+    accepted, pool size, the training mix's shares by origin (reference data, this
+    generation's accepted answers, earlier generations' answers), mean n-gram Vendi of the
     model's samples, of their well-formed ones, of the accepted answers, of the accepted
     answers at a fixed size (``monitor.equal_n_series``) and of the well-formed held-out
     probe samples, and the other means of ``HISTORY_MEANS`` (template entropy, divergence
@@ -231,7 +232,7 @@ def write_history(ws: Workspace, levels: list[int], last: int | None = None) -> 
     names ``last``: it may run while the next generation is being written."""
     from selfloop.monitor import equal_n_series, mean_over_levels, mean_vendi
     from selfloop.records import iter_jsonl
-    from selfloop.steps.curate import reference_share
+    from selfloop.steps.curate import origin_shares
 
     def rounded(v: float | None) -> float | None:
         return None if v is None else round(v, 6)
@@ -241,14 +242,19 @@ def write_history(ws: Workspace, levels: list[int], last: int | None = None) -> 
         ev = read_json(ws.gen(g) / "eval.json")["levels"]
         row = {"generation": g, **{f"L{lv}": ev[str(lv)]["greedy_acc"] for lv in levels},
                "accepted": 0, "pool": 0,  # the base model trained on reference data only
-               "reference_share": 1.0, "vendi_samples": None, "vendi_samples_well_formed": None,
+               "reference_share": 1.0, "mix_this_generation": 0.0, "mix_earlier_generations": 0.0,
+               "vendi_samples": None, "vendi_samples_well_formed": None,
                "vendi_accepted": None, "vendi_probe_well_formed": None, "vendi_accepted_equal_n": None,
                **dict.fromkeys(HISTORY_MEANS)}
         if g > 0:
-            row["accepted"] = sum(1 for _ in iter_jsonl(ws.gen(g) / "accepted.jsonl"))
+            newest = {r["id"] for r in iter_jsonl(ws.gen(g) / "accepted.jsonl")}
+            row["accepted"] = len(newest)
             row["pool"] = sum(1 for _ in iter_jsonl(ws.gen(g) / "pool.jsonl"))
             mix = ws.gen(g) / "mix.jsonl"
-            row["reference_share"] = rounded(reference_share(iter_jsonl(mix)) if mix.exists() else None)
+            shares = origin_shares(iter_jsonl(mix), newest) if mix.exists() else None
+            for col, key in (("reference_share", "reference"), ("mix_this_generation", "this_generation"),
+                             ("mix_earlier_generations", "earlier")):
+                row[col] = rounded(shares[key] if shares else None)
             div = read_json(ws.gen(g) / "diversity.json") if (ws.gen(g) / "diversity.json").exists() else None
             divs.append(div)
             for kind in ("samples", "samples_well_formed", "accepted", "probe_well_formed"):

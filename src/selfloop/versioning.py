@@ -64,6 +64,11 @@ def _stage(cmd: str, deps: list[str], params: list[str], outs: list[str]) -> dic
     return stage
 
 
+def _outs(stage: dict) -> set[str]:
+    """The paths a stage declares as outputs (a plain path, or a one-key dict with options)."""
+    return {o if isinstance(o, str) else next(iter(o)) for o in stage.get("outs", [])}
+
+
 def _model(g: int, arm: str) -> str:
     return f"gen_{g:03d}/model" if arm == "loop" or g == 0 else f"{arm}/gen_{g:03d}/model"
 
@@ -117,7 +122,7 @@ def generation_stages(g: int, source: int | None = None, start: int | None = Non
         plan_deps = [f"gen_{k:03d}/eval.json" for k in range(g)]
         plan_deps += [f"{prev}/plan.json", f"{prev}/monitor.json"]
     curated = [f"{d}/{n}" for n in ("accepted.jsonl", "curation.jsonl", "pool.jsonl", "mix.jsonl",
-                                    "validation/accepted.json", "validation/mix.json")]
+                                    "makeup.json", "validation/accepted.json", "validation/mix.json")]
     specs = {
         "plan": (plan_deps, ["plan", "domain", "run.seed", "monitor", "train.reference_fraction",
                               "curate.cap_per_problem"], [f"{d}/plan.json"]),
@@ -164,7 +169,8 @@ def history_plots(levels: list[int]) -> dict[str, list[str]]:
     return {
         "held-out greedy accuracy": [f"L{lv}" for lv in levels],
         "synthetic answers": ["accepted", "pool"],
-        "training mix: reference share": ["reference_share"],
+        "training mix by origin (share of draws)": ["reference_share", "mix_this_generation",
+                                                    "mix_earlier_generations"],
         "diversity (n-gram Vendi, mean over levels)": [
             "vendi_samples", "vendi_samples_well_formed", "vendi_accepted", "vendi_accepted_equal_n",
             "vendi_probe_well_formed"],
@@ -309,6 +315,9 @@ class Versioning:
         ctl = sorted({n[:11] for n in names if n.startswith("control_")})
         metrics = [f"{g}/eval.json" for g in gens] + [f"control/gen_{c[8:11]}/eval.json" for c in ctl]
         metrics += [f"{g}/diversity.json" for g in gens if f"{g}_measure" in names]
+        # a generation recorded before the curate step wrote makeup.json keeps its old stage
+        metrics += [f"{g}/makeup.json" for g in gens
+                    if f"{g}/makeup.json" in _outs(names.get(f"{g}_curate", {}))]
         doc["metrics"] = ["gen_000/eval.json", *metrics]
         doc["plots"] = [{title: {"x": "generation", "y": {"history.json": cols}}}
                         for title, cols in history_plots(self.levels).items()]

@@ -247,10 +247,23 @@ def build_mix(
 def reference_share(mix: Iterable[dict]) -> float | None:
     """The share of a training mix's draws that are reference data (``mix_makeup``'s, from the
     manifest alone: streamed, no pool needed); None for an empty mix."""
-    n_ref = n_syn = 0
+    shares = origin_shares(mix, set())
+    return None if shares is None else shares["reference"]
+
+
+def origin_shares(mix: Iterable[dict], newest: set[str]) -> dict[str, float] | None:
+    """The shares of a training mix's draws that are reference data, synthetic answers whose
+    id is in ``newest`` (the generation's own accepted answers) and earlier synthetic answers,
+    streamed from the manifest (the pool is not needed); None for an empty mix."""
+    n_ref = n_new = n_old = 0
     for batch in mix:
-        n_ref, n_syn = n_ref + len(batch["reference"]), n_syn + len(batch["synthetic"])
-    return n_ref / (n_ref + n_syn) if n_ref + n_syn else None
+        n_ref += len(batch["reference"])
+        fresh = sum(1 for i in batch["synthetic"] if i in newest)
+        n_new, n_old = n_new + fresh, n_old + len(batch["synthetic"]) - fresh
+    total = n_ref + n_new + n_old
+    if not total:
+        return None
+    return {"reference": n_ref / total, "this_generation": n_new / total, "earlier": n_old / total}
 
 
 def mix_makeup(mix: list[dict], pool: list[dict], reference: list[dict] | None = None) -> dict:
