@@ -67,6 +67,22 @@ def test_template_kl():
     assert dv.template_kl([], same) == 0.0
 
 
+def test_reference_kl_noise():
+    """The reference data's own KL at a size: known at n=1 with two equally common shapes
+    (every draw is one shape: KL((1.5, 0.5)/2 || (1/2, 1/2)) = 0.75 log2 1.5 - 0.25 bits), zero
+    for a reference of one shape, and shrinking as the size grows."""
+    two = ["1+2"] * 10 + ["(1+2)*3"] * 10
+    want = 0.75 * math.log2(1.5) - 0.25
+    assert dv.reference_kl_noise(two, 1, 0.95, "s") == pytest.approx(want)
+    assert dv.reference_kl_noise(["1+2", "3+4"], 50, 0.95, "s") == pytest.approx(0.0)
+    assert dv.reference_kl_noise(two, 1, 0.0, "s") == dv.reference_kl_noise([], 5, 0.95, "s") == 0.0
+    many = [f"{i}" + "+1" * (i % 7) for i in range(30)]
+    at = [dv.reference_kl_noise(many, n, 0.95, "s") for n in (10, 100, 1000)]
+    assert at[0] > at[1] > at[2] > 0
+    assert dv.reference_kl_noise(many, 10, 0.95, "s") == dv.reference_kl_noise(many, 10, 0.95, "s")
+    assert dv.reference_kl_noise(many, 10, 0.5, "s") < at[0]
+
+
 def test_mmd():
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=(300, 4)), rng.normal(size=(300, 4))

@@ -49,6 +49,23 @@ def test_kl_floor_and_thresholds_are_configurable():
     assert signals(gen(1))["accuracy"] == 0.1
 
 
+def test_drift_within_the_reference_datas_own_noise_is_not_flagged():
+    """The drift limit is also the KL that as many answers drawn from the reference data would
+    show (``kl_noise``, per level): a KL 4.5x generation 1's is drift when that noise is 0.1
+    bits, and not when it is 0.95 (few accepted answers at a level: a noisy KL)."""
+    history = [gen(1, kl=0.2), gen(2, kl=0.9)]
+    quiet = {"3": 0.1, "4": 0.1}
+    flagged = decide(history, 0.05, kl_noise=quiet)
+    assert [(d["action"], d["threshold"]) for d in flagged] == [("raise_reference_fraction", 0.6)]
+    assert decide(history, 0.05, kl_noise={"3": 0.95, "4": 0.95}) == []
+    # the limit is the mean of the levels' noise, the signal being the mean of their KLs
+    limit = decide(history, 0.05, kl_noise={"3": 0.95, "4": 0.75})
+    assert [d["threshold"] for d in limit] == [pytest.approx(0.85)]
+    # with per_level, each level's own noise is its limit: level 3's KL of 0.9 is within its 0.95
+    per = decide(history, 0.05, Thresholds(per_level=True), kl_noise={"3": 0.95, "4": 0.1})
+    assert {d["signal"]: d["threshold"] for d in per} == {"kl_accepted": 0.6, "kl_accepted@L4": 0.6}
+
+
 def test_decisions_change_the_next_plan_and_accumulate():
     from selfloop.config import load_params
     from selfloop.steps.plan import apply_decisions

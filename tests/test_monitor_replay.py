@@ -10,7 +10,7 @@ from selfloop.cli import main
 from selfloop.config import ConfigError, Params, to_dict
 from selfloop.loop import step_monitor
 from selfloop.monitor_replay import actions, first_difference, replay, replay_params, table
-from selfloop.records import write_json
+from selfloop.records import write_json, write_jsonl
 from selfloop.workspace import Workspace
 
 BASE = {"3": {"greedy_acc": 0.20, "pass_at_k": 0.40}, "4": {"greedy_acc": 0.05, "pass_at_k": 0.10}}
@@ -30,6 +30,8 @@ def _recorded_run(root, act=True, evals=EVALS):
     ws = Workspace(root)
     write_json(root / "params.json", to_dict(params))
     write_json(ws.gen(0) / "eval.json", {"levels": BASE})
+    # reference data of one shape: its own KL (the drift check's noise floor) is 0 at any size
+    write_jsonl(ws.reference, [{"level": 3, "response": f"{i}+{i + 1}"} for i in range(40)])
     for g, levels in enumerate(evals, start=1):
         d = ws.gen(g)
         write_json(d / "eval.json", {"levels": {lv: {"greedy_acc": a, "pass_at_k": p}
@@ -115,3 +117,24 @@ def test_replay_counts_rollbacks_from_its_own_decisions(tmp_path):
     # no rollback at generation 2 in the replay, so generation 3's drop is a first: a rollback
     assert [actions(r.replayed) for r in rows] == [set(), set(), {"rollback"}]
     assert first_difference(rows) == 2
+
+
+def test_the_drift_floor_comes_from_the_runs_reference_data(tmp_path):
+    """What the monitor step records as ``kl_noise``: per level with accepted answers, the
+    reference data's own KL at that level's size, seeded by the run's seed, level and size;
+    nothing when ``monitor.kl_noise_quantile`` is 0."""
+    from selfloop.diversity import reference_kl_noise as noise
+    from selfloop.loop import reference_kl_noise
+    from selfloop.records import read_json
+
+    ws = _recorded_run(tmp_path / "run")
+    assert read_json(ws.gen(3) / "monitor.json")["kl_noise"] == {"3": 0.0}
+    texts = ["1+2"] * 20 + ["(1+2)*3"] * 15 + ["1*2-3"] * 5
+    write_jsonl(ws.reference, [{"level": 3, "response": t} for t in texts]
+                + [{"level": 4, "response": "1+2+3+4"}])
+    params = replay_params(ws, [])
+    metrics = {"diversity": {"3": {"accepted": {"n": 50}}, "4": {"accepted": {"n": 0}}}}
+    got = reference_kl_noise(params, ws, metrics)
+    assert got == {"3": round(noise(texts, 50, 0.95, "0-3-50"), 6)} and got["3"] > 0
+    off = dataclasses.replace(params, monitor=dataclasses.replace(params.monitor, kl_noise_quantile=0.0))
+    assert reference_kl_noise(off, ws, metrics) == {}

@@ -217,6 +217,9 @@ class MonitorConfig:
     entropy_floor: float = _f(0.7, "Flag when accepted answers' template entropy drops below this x gen 1's.")
     kl_ceiling: float = _f(3.0, "Flag when accepted answers' template KL to reference exceeds this x gen 1's")
     kl_min: float = _f(0.05, "A template KL below this (bits) is never flagged as drift.")
+    kl_noise_quantile: float = _f(0.95, "Nor one that as many answers drawn from the reference data "
+                                  "itself would show at this quantile (seeded draws at each level's "
+                                  "size: the drift threshold calibrated from the reference data; 0: off).")
     kl_wait: bool = _f(True, "In a generation whose plan raised the reference fraction, record template "
                        "drift as 'wait' instead of raising again: its accepted answers were sampled "
                        "before the raise trained a model (off: raise every generation it persists).")
@@ -408,7 +411,8 @@ ADDED_KEYS: dict[str, Any] = {"train.schedule": "constant", "train.ema": 0.0, "m
                               "measure.accepted_n": 0, "train.difficulty_balance": 0.0,
                               "train.reference_by_level": False, "monitor.kl_wait": False,
                               "train.pass_rate_balance": 0.0, "train.template_balance": 0.0,
-                              "train.max_epochs": 0.0, "run.replicate": 0, "monitor.per_level": False}
+                              "train.max_epochs": 0.0, "run.replicate": 0, "monitor.per_level": False,
+                              "monitor.kl_noise_quantile": 0.0}
 
 
 def with_added_keys(saved: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -459,6 +463,7 @@ def validate(p: Params) -> None:
         (p.train.start in STARTS, f"train.start must be one of {', '.join(map(repr, STARTS))}"),
         (0 <= p.monitor.audit_floor <= 1, "monitor.audit_floor must be in [0, 1]"),
         (0 <= p.monitor.probe_floor <= 1, "monitor.probe_floor must be in [0, 1]"),
+        (0 <= p.monitor.kl_noise_quantile < 1, "monitor.kl_noise_quantile must be in [0, 1)"),
         (p.measure.probe_n >= 2, "measure.probe_n must be >= 2"),
         (p.measure.probe_draws >= 1, "measure.probe_draws must be >= 1"),
         (p.measure.accepted_n == 0 or p.measure.accepted_n >= 2,

@@ -15,6 +15,7 @@ last one.
 from __future__ import annotations
 
 import math
+import random
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -117,7 +118,26 @@ def template_entropy(texts: Sequence[str]) -> float:
 def template_kl(p_texts: Sequence[str], q_texts: Sequence[str], alpha: float = 0.5) -> float:
     """KL(P || Q) in bits between the template distributions of two sets (additive smoothing
     ``alpha`` over the union of templates, so a template unseen in Q costs finitely)."""
-    p, q = Counter(map(template, p_texts)), Counter(map(template, q_texts))
+    return counts_kl(Counter(map(template, p_texts)), Counter(map(template, q_texts)), alpha)
+
+
+def reference_kl_noise(reference_texts: Sequence[str], n: int, quantile: float, seed: str,
+                       draws: int = 200, alpha: float = 0.5) -> float:
+    """The template KL to the reference data that ``n`` answers drawn from the reference data
+    itself (with replacement) show at ``quantile`` over ``draws`` seeded draws: how much of a
+    measured ``template_kl`` a set of that size shows by chance alone. It shrinks as ``n``
+    grows (seed 0's default run: at level 5, 30 reference answers, the 95th percentile is
+    0.38 bits at n=11 and 0.03 at n=982). 0 when ``n``, ``quantile`` or the reference is empty."""
+    shapes = [template(t) for t in reference_texts]
+    if not n or not shapes or quantile <= 0:
+        return 0.0
+    q, rng = Counter(shapes), random.Random(seed)
+    kls = sorted(counts_kl(Counter(rng.choices(shapes, k=n)), q, alpha) for _ in range(draws))
+    return kls[min(draws, math.ceil(quantile * draws)) - 1]
+
+
+def counts_kl(p: Counter, q: Counter, alpha: float = 0.5) -> float:
+    """``template_kl`` on two template counts."""
     support = set(p) | set(q)
     if not p or not q:
         return 0.0

@@ -351,8 +351,10 @@ def step_monitor(params: Params, ws: Workspace, g: int, rep: Reporter) -> dict:
 
     history = monitor_history(ws, g, [read_json(ws.gen(k) / "monitor.json")["decisions"]
                                       for k in range(1, g)])
-    decisions = monitor_decide(params, ws, history)
-    write_json(ws.gen(g) / "monitor.json", {"decisions": decisions, "signals": signals(history[-1])})
+    kl_noise = reference_kl_noise(params, ws, history[-1])
+    decisions = monitor_decide(params, ws, history, kl_noise)
+    write_json(ws.gen(g) / "monitor.json", {"decisions": decisions, "signals": signals(history[-1]),
+                                            "kl_noise": kl_noise})
     return {"monitor": decisions}
 
 
@@ -372,9 +374,11 @@ def monitor_history(ws: Workspace, g: int, earlier: list[list[dict]]) -> list[di
     return history
 
 
-def monitor_decide(params: Params, ws: Workspace, history: list[dict]) -> list[dict]:
-    """``monitor.decide`` on ``history`` with ``params.monitor``'s thresholds and the base
-    model's (generation 0's) accuracy, headroom and probe diversity."""
+def monitor_decide(params: Params, ws: Workspace, history: list[dict],
+                   kl_noise: dict[str, float] | None = None) -> list[dict]:
+    """``monitor.decide`` on ``history`` with ``params.monitor``'s thresholds, the base
+    model's (generation 0's) accuracy, headroom and probe diversity, and the reference data's
+    own template KL at the last generation's sizes (``kl_noise``, computed when not given)."""
     from selfloop.monitor import Thresholds, decide, headroom
 
     base = read_json(ws.gen(0) / "eval.json")["levels"]
@@ -382,7 +386,27 @@ def monitor_decide(params: Params, ws: Workspace, history: list[dict]) -> list[d
     m = to_dict(params)["monitor"]
     th = Thresholds(**{f.name: m[f.name] for f in dataclasses.fields(Thresholds)})
     return decide(history, base_acc, th, base_headroom=headroom(base),
-                  base_probe=base_probe_vendi(params, ws) if th.probe_floor else 0.0)
+                  base_probe=base_probe_vendi(params, ws) if th.probe_floor else 0.0,
+                  kl_noise=reference_kl_noise(params, ws, history[-1]) if kl_noise is None else kl_noise)
+
+
+def reference_kl_noise(params: Params, ws: Workspace, metrics: dict) -> dict[str, float]:
+    """Per level with accepted answers in ``metrics`` (a generation's), the template KL to
+    the reference data that as many answers drawn from the reference data itself show at
+    ``monitor.kl_noise_quantile`` (seeded by the run's seed, the level and the size, so a
+    replay computes the same); empty when that quantile is 0."""
+    from selfloop.diversity import reference_kl_noise as noise
+
+    q = params.monitor.kl_noise_quantile
+    sizes = {lv: d["accepted"]["n"] for lv, d in metrics.get("diversity", {}).items()
+             if d.get("accepted", {}).get("n")}
+    if not q or not sizes:
+        return {}
+    by_level: dict[str, list[str]] = {}
+    for r in read_jsonl(ws.reference):
+        by_level.setdefault(str(r["level"]), []).append(r["response"])
+    return {lv: round(noise(by_level.get(lv, []), n, q, f"{params.run.seed}-{lv}-{n}"), 6)
+            for lv, n in sizes.items()}
 
 
 STEPS = (("plan", step_plan), ("generate", step_generate), ("verify", step_verify),

@@ -6,14 +6,18 @@ Signals, each the mean over the levels that have it (a level is a capability sli
 per-level numbers are in diversity.json, MLflow and the report, but a narrowing confined to one
 level is diluted by the others before a threshold sees it; ``per_level`` also applies the three
 checks calibrated on the first generation to each level on its own, signal ``NAME@L<level>``),
-against thresholds calibrated from the first generation's own numbers or the base model's
-(configurable fractions):
+against thresholds calibrated from the first generation's own numbers, the base model's
+(trained on the reference data only) or the reference data's (configurable fractions):
 
 - diversity of the model's samples (n-gram Vendi) fell below ``vendi_floor`` x its first value
   -> raise the sampling temperature (then top-p) to widen what the model proposes;
 - template entropy of the accepted answers fell below ``entropy_floor`` x its first value
   -> cap answers per problem harder (fewer near-copies of one shape per problem);
-- drift from the reference data (template KL) rose above ``kl_ceiling`` x its first value
+- drift from the reference data (template KL) rose above ``kl_ceiling`` x its first value,
+  above ``kl_min``, and above the KL that as many answers drawn from the reference data
+  itself show by chance (``kl_noise_quantile`` of seeded draws at each level's size: a few
+  accepted answers at a level read as drift otherwise; seed 0's default run at generation 1
+  had 11 at level 5, where that noise is 0.38 bits and their KL 0.49)
   -> raise the reference fraction of the training mix; but not in a generation whose own plan
   raised it (``kl_wait``): generation g's accepted answers were sampled by generation g-1's
   model, trained before a raise decided after g-1 took effect, so a raise shows in this
@@ -50,6 +54,7 @@ class Thresholds:
     entropy_floor: float = 0.7
     kl_ceiling: float = 3.0
     kl_min: float = 0.05  # a KL this small is never drift, whatever the first generation's was
+    kl_noise_quantile: float = 0.95  # read by the caller, which passes decide() its kl_noise
     kl_wait: bool = True
     headroom_floor: float = 0.85
     probe_floor: float = 0.92
@@ -135,11 +140,15 @@ def flags(decisions: list[dict]) -> list[dict]:
 
 
 def decide(history: list[dict], base_accuracy: float, th: Thresholds = Thresholds(),
-           base_headroom: float = 0.0, base_probe: float = 0.0) -> list[dict]:
+           base_headroom: float = 0.0, base_probe: float = 0.0,
+           kl_noise: dict[str, float] | None = None) -> list[dict]:
     """Decisions after the last generation of ``history`` (each a generation's metrics.json,
     oldest first, with its ``monitor`` decisions where it had them; the last one also with
     the decisions its plan applied, as ``applied``), given the base model's
-    mean accuracy, headroom and probe Vendi (0: not known, that signal is off). Each
+    mean accuracy, headroom and probe Vendi (0: not known, that signal is off), and
+    ``kl_noise``: per level, the template KL that as many answers as the last generation
+    accepted there would show if drawn from the reference data itself
+    (``diversity.reference_kl_noise``; none: no such floor). Each
     decision: {"action", "reason", "signal", "value", "threshold"}; a ``wait`` records a
     signal past its threshold that is not acted on (see the module docstring) and is not a
     flag (``flags``)."""
@@ -153,10 +162,17 @@ def decide(history: list[dict], base_accuracy: float, th: Thresholds = Threshold
                     "value": round(now[signal] if value is None else value, 6),
                     "threshold": round(threshold, 6), "reason": why})
 
-    def against_first(first: dict, now: dict, suffix: str = "", where: str = "", kl: bool = True) -> None:
+    noise_at = kl_noise or {}
+    accepted_levels = [lv for lv, d in history[-1].get("diversity", {}).items()
+                       if d.get("accepted", {}).get("n")]
+
+    def against_first(first: dict, now: dict, suffix: str = "", where: str = "", kl: bool = True,
+                      levels: list[str] = accepted_levels) -> None:
         """The signals calibrated on the first generation: of the mean over levels, or (with
         ``per_level``) of one level, whose signal names end in ``suffix`` (``@L5``); ``kl``
-        off skips the drift check (a level that had no accepted answers to calibrate it on)."""
+        off skips the drift check (a level that had no accepted answers to calibrate it on).
+        The drift limit is also at least the reference data's own KL at the same size, the
+        mean of ``kl_noise`` over ``levels`` (those whose accepted answers the signal averages)."""
         g1 = history[0]["generation"]
         if first["vendi_samples"] and now["vendi_samples"] < th.vendi_floor * first["vendi_samples"]:
             flag("raise_temperature", "vendi_samples" + suffix, th.vendi_floor * first["vendi_samples"],
@@ -166,7 +182,8 @@ def decide(history: list[dict], base_accuracy: float, th: Thresholds = Threshold
         if first["entropy_accepted"] and now["entropy_accepted"] < entropy_limit:
             flag("cap_harder", "entropy_accepted" + suffix, entropy_limit,
                  f"accepted answers{where} narrowed to fewer shapes", now["entropy_accepted"])
-        kl_limit = max(th.kl_ceiling * first["kl_accepted"], th.kl_min)
+        noise = _mean([noise_at.get(lv, 0.0) for lv in levels])
+        kl_limit = max(th.kl_ceiling * first["kl_accepted"], th.kl_min, noise)
         if kl and now["kl_accepted"] > kl_limit:
             applied = history[-1].get("applied", [])
             if th.kl_wait and any(d["action"] == "raise_reference_fraction" for d in applied):
@@ -184,7 +201,8 @@ def decide(history: list[dict], base_accuracy: float, th: Thresholds = Threshold
         div1, div_now = history[0].get("diversity", {}), history[-1].get("diversity", {})
         for level in sorted(set(div1) & set(div_now), key=int):
             against_first(level_signals(history[0], level), level_signals(history[-1], level),
-                          f"@L{level}", f" at level {level}", bool(div1[level].get("accepted", {}).get("n")))
+                          f"@L{level}", f" at level {level}", bool(div1[level].get("accepted", {}).get("n")),
+                          [level])
     if base_headroom and now["headroom"] < th.headroom_floor * base_headroom:
         why = (f"held-out pass@k / greedy fell below {th.headroom_floor:.0%} of the base model's "
                f"({base_headroom:.2f}): the model's distribution is narrowing")

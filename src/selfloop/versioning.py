@@ -142,7 +142,7 @@ def generation_stages(g: int, source: int | None = None, start: int | None = Non
         "monitor": ([f"gen_{k:03d}/{n}" for k in range(1, g + 1) for n in ("diversity.json", "eval.json")]
                     + [f"{d}/plan.json"]
                     + [f"gen_{k:03d}/monitor.json" for k in range(1, g)]
-                    + ["gen_000/eval.json", "gen_000/eval_samples.jsonl"],
+                    + ["gen_000/eval.json", "gen_000/eval_samples.jsonl", REF],
                     ["monitor", "measure.probe_n", "measure.probe_draws", "run.seed"], [f"{d}/monitor.json"]),
     }
     return {f"{d}_{step}": _stage(f"selfloop stage {step} {g}", deps, _replicated(ps, step), outs)
