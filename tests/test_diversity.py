@@ -89,3 +89,18 @@ def test_mmd():
     shifted = rng.normal(loc=2.0, size=(300, 4))
     assert dv.mmd(a, a) == pytest.approx(0.0, abs=1e-12)
     assert dv.mmd(a, b) < 0.02 < dv.mmd(a, shifted)
+
+
+def test_an_embedding_does_not_depend_on_what_shared_its_batch():
+    """The bundled all-MiniLM-L6-v2, for real: a text embedded beside longer texts (padded in
+    one batch, before the fix about 1e-7 off) equals the text embedded alone, so the measure
+    step's embedding numbers do not move with the process's cache (a resume, a one-stage
+    replay)."""
+    short, longer = "1+2+3", [f"({i}+{i + 1})*({i + 2}-{i + 3})/9" for i in range(20)]
+    dv._VECTORS.clear()
+    beside = dv.embed([short, *longer])
+    dv._VECTORS.clear()
+    alone = dv.embed([short])
+    assert beside.shape == (21, 384)
+    assert np.array_equal(beside[0], alone[0])
+    assert np.array_equal(dv.embed(longer), beside[1:])  # cached: the same vectors again

