@@ -13,7 +13,6 @@ from selfloop.steps.curate import (
     mix_makeup,
     next_pool,
     origin_shares,
-    reference_share,
     weighted_pass,
 )
 
@@ -64,9 +63,10 @@ def test_reference_fraction_is_fixed_per_batch_whatever_the_pool(pool_size):
         assert set(m["reference"]) <= {r["id"] for r in reference}
     makeup = mix_makeup(mix, pool)
     assert makeup["reference_share"] == pytest.approx(0.3)
-    assert reference_share(iter(mix)) == pytest.approx(0.3)  # streamed, as history.json reads it
+    # streamed from the manifest, as history.json reads it
+    assert origin_shares(iter(mix), set())["reference"] == pytest.approx(0.3)
     assert sum(makeup["synthetic_by_generation"].values()) == pytest.approx(0.7)
-    assert reference_share([]) is None
+    assert origin_shares([], set()) is None
 
 
 def test_origin_shares_split_the_synthetic_draws_by_generation():

@@ -244,13 +244,6 @@ def build_mix(
     return mix
 
 
-def reference_share(mix: Iterable[dict]) -> float | None:
-    """The share of a training mix's draws that are reference data (``mix_makeup``'s, from the
-    manifest alone: streamed, no pool needed); None for an empty mix."""
-    shares = origin_shares(mix, set())
-    return None if shares is None else shares["reference"]
-
-
 def origin_shares(mix: Iterable[dict], newest: set[str]) -> dict[str, float] | None:
     """The shares of a training mix's draws that are reference data, synthetic answers whose
     id is in ``newest`` (the generation's own accepted answers) and earlier synthetic answers,
